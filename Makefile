@@ -1,0 +1,38 @@
+# Every target creates/uses the virtual environment in $(VENV) and installs what it needs.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+# No network but the package registries: keep every tool's telemetry off.
+export KEDRO_DISABLE_TELEMETRY := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+# Where the raw Census-Income files are read from. On this machine and in CI the real files sit in
+# ../shared/data/census-income; anywhere else the pipeline downloads them into data/01_raw/census-income.
+ifeq ($(origin EMM_CENSUS_DIR), undefined)
+ifneq ($(wildcard ../shared/data/census-income/census-income.data*),)
+export EMM_CENSUS_DIR := ../shared/data/census-income
+endif
+endif
+
+.PHONY: install run test clean-outputs
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The pinned CPU wheel first: an unpinned torch pulls gigabytes of CUDA packages.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/kedro run
+
+test: install
+	$(BIN)/python -m pytest
+
+clean-outputs:
+	find data -type f ! -name .gitkeep -delete

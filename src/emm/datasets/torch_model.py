@@ -1,0 +1,78 @@
+"""Models as files that load without unpickling code: ``torch.load(..., weights_only=True)``.
+
+A file holds a payload (``kind``, a spec of plain values, tensors); the kind names the class that rebuilds
+the model from it (see ``emm.models.serialization``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+from kedro.io import AbstractDataset, DatasetError
+from torch import nn
+
+from emm.models.mlp import SingleTaskMLP
+from emm.models.serialization import from_payload
+
+
+class TorchModelDataset(AbstractDataset[Any, Any]):
+    """Saves any object with ``to_payload()``; loads it back as the model class its payload names."""
+
+    def __init__(self, filepath: str, metadata: dict | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def _load(self) -> Any:
+        path = Path(self._filepath)
+        if not path.exists():
+            raise DatasetError(f"Model file {path} does not exist")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError and others for foreign or corrupt files
+            raise DatasetError(f"Model file {path} cannot be read as a weights-only payload: {error}") from error
+        try:
+            return from_payload(payload, source=str(path))
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise DatasetError(f"Model file {path} does not hold a valid model: {error}") from error
+
+    def _save(self, model: Any) -> None:
+        _write_atomically(model.to_payload(), Path(self._filepath))
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+def _write_atomically(payload: dict, path: Path) -> None:
+    """A crash half-way leaves the previous file intact, never a truncated one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_pool_model(path: str | os.PathLike, spec: dict, weights: nn.Module | dict) -> SingleTaskMLP:
+    """Put a model trained elsewhere into a pool folder.
+
+    ``spec`` describes its structure (see ``emm.models.mlp.pool_model_spec`` and docs/pool.md); ``weights`` is
+    a torch module or a state_dict whose keys and shapes match that structure exactly.
+    """
+    model = SingleTaskMLP(spec)
+    state_dict = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"The weights do not fit the spec of model {spec.get('name', '?')!r}: {error}") from error
+    _write_atomically(model.to_payload(), Path(path))
+    return model

@@ -1,0 +1,1 @@
+"""Model library: single-task MLPs, decomposition (Algorithm 1), AKF and EMM (Algorithm 2), training."""

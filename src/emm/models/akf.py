@@ -1,0 +1,146 @@
+"""The Adaptive Knowledge Fusion (AKF) module of section III-B: one level of the fused model.
+
+Per task t, over the frozen components of that level:
+- task gate (eq. 2): h_t = sum_m G_t(x)_m * h*_t,m, a softmax over the components of task t's models;
+- fusion gate (eq. 3): F_t(x) is a softmax over all tasks; the task j != t with the largest value is
+  selected and its output enters scaled by that value, F_t(x)_j * h_j. The selection itself is an argmax,
+  which has no gradient; the scale is the differentiable path (top-1 routing as in the Switch Transformer),
+  and through the softmax it moves every logit of F_t, so the gate learns which task to pick;
+- Multi-Task Merge, MTM (eqs. 4-6): z_t = sum_{w in {h_t, F_t,j h_j}} softmax_w(<Q(h_t), K(w)> / sqrt(d)) V(w).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class TaskGate(nn.Module):
+    """Eq. (2): mixing weights over one task's components, each row summing to one."""
+
+    def __init__(self, input_dim: int, n_components: int):
+        super().__init__()
+        self.linear = nn.Linear(input_dim, n_components)
+
+    def forward(self, gate_input: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.linear(gate_input), dim=-1)  # [B, n_components]
+
+
+class FusionSelection(NamedTuple):
+    selected: torch.Tensor  # [B, D] the chosen task's output, scaled by its gate value
+    probabilities: torch.Tensor  # [B, T] F_t(x)
+    choice: torch.Tensor  # [B] index of the chosen task
+
+
+class FusionGate(nn.Module):
+    """Eq. (3): picks, per sample, the other task most related to ``own_task``."""
+
+    def __init__(self, input_dim: int, n_tasks: int, own_task: int):
+        super().__init__()
+        if n_tasks < 2:
+            raise ValueError("A fusion gate needs at least two tasks to choose from")
+        self.linear = nn.Linear(input_dim, n_tasks)
+        self.own_task = own_task
+
+    def forward(self, gate_input: torch.Tensor, task_outputs: torch.Tensor) -> FusionSelection:
+        # gate_input: [B, G]; task_outputs: [B, T, D]
+        probabilities = F.softmax(self.linear(gate_input), dim=-1)  # [B, T]
+        others = probabilities.detach().clone()
+        others[:, self.own_task] = -1.0
+        choice = others.argmax(dim=-1)  # [B]
+        weight = F.one_hot(choice, probabilities.shape[-1]).to(probabilities.dtype) * probabilities  # [B, T]
+        selected = torch.einsum("bt,btd->bd", weight, task_outputs)
+        return FusionSelection(selected, probabilities, choice)
+
+
+class MultiTaskMerge(nn.Module):
+    """Eqs. (4)-(6): attention of a task's output over itself and the selected task's output.
+
+    Q and K are one fully connected layer with tanh; V is one with ReLU, initialised to the identity so that
+    at the start of training MTM passes the (non-negative, post-activation) component features through
+    unchanged, and the frozen components of the next level see inputs like the ones they were trained on.
+    """
+
+    def __init__(self, dim: int, attention_dim: int):
+        super().__init__()
+        self.query = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
+        self.key = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
+        self.value = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
+        with torch.no_grad():
+            self.value[0].weight.copy_(torch.eye(dim))
+            self.value[0].bias.zero_()
+        self.scale = 1.0 / math.sqrt(attention_dim)
+
+    def forward(self, own: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = torch.stack([own, selected], dim=1)  # [B, 2, D]
+        query = self.query(own).unsqueeze(1)  # [B, 1, A]
+        scores = (query * self.key(pair)).sum(-1) * self.scale  # [B, 2], eq. (6)
+        attention = F.softmax(scores, dim=-1)  # [B, 2] c(h_t, w)
+        merged = torch.einsum("bw,bwd->bd", attention, self.value(pair))  # [B, D], eq. (5)
+        return merged, attention
+
+
+class LevelDiagnostics(NamedTuple):
+    task_gates: list[torch.Tensor]  # per task [B, n_components]
+    fusion_gates: list[torch.Tensor]  # per task [B, T]
+    fusion_choices: list[torch.Tensor]  # per task [B]
+    attention: list[torch.Tensor]  # per task [B, 2]: weight on own output, on the selected one
+
+
+class AKF(nn.Module):
+    """One level: frozen components -> task gates -> fusion gates -> MTM, for every task.
+
+    ``components[t]`` holds the frozen components of task t's models at this level; they all map an input
+    of the level's input width to ``output_dim``. With ``use_mtm=False`` (the ablation of Table II) MTM is
+    left out and a task passes its gated output h_t on unchanged.
+    """
+
+    def __init__(
+        self,
+        components: list[list[nn.Module]],
+        gate_input_dims: list[int],
+        output_dim: int,
+        attention_dim: int,
+        use_mtm: bool = True,
+    ):
+        super().__init__()
+        self.n_tasks = len(components)
+        self.components = nn.ModuleList(nn.ModuleList(task_components) for task_components in components)
+        self.task_gates = nn.ModuleList(
+            TaskGate(dim, len(task_components)) for dim, task_components in zip(gate_input_dims, components)
+        )
+        self.use_mtm = use_mtm and self.n_tasks > 1
+        if self.use_mtm:
+            self.fusion_gates = nn.ModuleList(
+                FusionGate(dim, self.n_tasks, task) for task, dim in enumerate(gate_input_dims)
+            )
+            self.merges = nn.ModuleList(MultiTaskMerge(output_dim, attention_dim) for _ in range(self.n_tasks))
+
+    def forward(
+        self, level_inputs: list, gate_inputs: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], LevelDiagnostics]:
+        # level_inputs[t]: what task t's components read (the raw batch at level 1, else z_t [B, D_in]);
+        # gate_inputs[t]: [B, G_t]
+        task_outputs, task_weights = [], []
+        for task in range(self.n_tasks):
+            outputs = torch.stack([c(level_inputs[task]) for c in self.components[task]], dim=1)  # [B, M_t, D]
+            weights = self.task_gates[task](gate_inputs[task])  # [B, M_t], eq. (2)
+            task_outputs.append(torch.einsum("bm,bmd->bd", weights, outputs))  # h_t [B, D]
+            task_weights.append(weights)
+        if not self.use_mtm:
+            return task_outputs, LevelDiagnostics(task_weights, [], [], [])
+
+        stacked = torch.stack(task_outputs, dim=1)  # H [B, T, D]
+        merged, probabilities, choices, attentions = [], [], [], []
+        for task in range(self.n_tasks):
+            selection = self.fusion_gates[task](gate_inputs[task], stacked)  # eq. (3)
+            z, attention = self.merges[task](task_outputs[task], selection.selected)  # eqs. (4)-(6)
+            merged.append(z)
+            probabilities.append(selection.probabilities)
+            choices.append(selection.choice)
+            attentions.append(attention)
+        return merged, LevelDiagnostics(task_weights, probabilities, choices, attentions)

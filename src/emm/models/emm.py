@@ -1,0 +1,128 @@
+"""The EMM model (section III-C, Algorithm 2): stacked AKF levels over frozen components, one tower per task.
+
+    x --AKF_1--> Z_1 --AKF_2--> Z_2 ... --AKF_L--> Z_L = [z_1 .. z_T] --tower_t--> y_t
+
+At level 1 every task's components read the batch x and the gates read a small trainable embedding of x;
+at level l > 1 task t's components and gates read z_t of level l - 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from emm.models.akf import AKF, LevelDiagnostics
+from emm.models.decomposition import Decomposition
+from emm.models.tabular import FeatureEmbedding, TabularBatch
+
+KIND = "emm"
+
+DEFAULT_CONFIG = {
+    "gate_embedding_dim": 4,  # width per categorical column of the level-1 gates' own embedding
+    "attention_dim": 32,  # width of MTM's queries and keys
+    "tower_dims": [64],  # hidden widths of each task tower
+    "use_mtm": True,  # Table II ablation switch: MTM (fusion gate + attention) on or off
+    "use_trained_components": True,  # Table II ablation switch: frozen trained components, or fresh ones
+}
+
+
+def _tower(input_dim: int, hidden_dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = input_dim
+    for hidden in hidden_dims:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+def _reset_parameters(module: nn.Module) -> None:
+    for layer in module.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+        if isinstance(layer, nn.BatchNorm1d):
+            layer.reset_running_stats()
+
+
+class EMM(nn.Module):
+    def __init__(self, decomposition: Decomposition, tasks: list[str], config: dict | None = None):
+        super().__init__()
+        self.config = {**DEFAULT_CONFIG, **(config or {})}
+        unknown = set(self.config) - set(DEFAULT_CONFIG)
+        if unknown:
+            raise ValueError(f"Unknown EMM settings {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
+        without_models = [task for task in tasks if not decomposition.models_of(task)]
+        extra = [task for task in decomposition.tasks if task not in tasks]
+        if without_models or extra:
+            raise ValueError(
+                f"The pool does not match the tasks {tasks}: no pool model for {without_models}, "
+                f"pool models for unknown tasks {extra}"
+            )
+        self.decomposition = decomposition
+        self.tasks = list(tasks)
+        self.frozen = bool(self.config["use_trained_components"])
+
+        self.gate_embedding = FeatureEmbedding(decomposition.input_signature, self.config["gate_embedding_dim"])
+        self.levels = nn.ModuleList()
+        gate_dims = [self.gate_embedding.output_dim] * len(tasks)
+        for depth, level_dim in enumerate(decomposition.level_dims):
+            components = [
+                [decomposition.levels[depth][name] for name in decomposition.models_of(task)] for task in tasks
+            ]
+            self.levels.append(
+                AKF(components, gate_dims, level_dim, self.config["attention_dim"], self.config["use_mtm"])
+            )
+            gate_dims = [level_dim] * len(tasks)
+        self.towers = nn.ModuleList(_tower(decomposition.level_dims[-1], self.config["tower_dims"]) for _ in tasks)
+
+        for level in self.levels:
+            for component in level.components.modules():
+                if self.frozen:
+                    component.requires_grad_(False)
+                elif isinstance(component, nn.Sequential):
+                    _reset_parameters(component)
+        self.train()
+
+    def components(self) -> list[nn.Module]:
+        return [component for level in self.levels for task in level.components for component in task]
+
+    def train(self, mode: bool = True) -> EMM:
+        """Frozen components stay in eval mode: their BatchNorm statistics and dropout must not change."""
+        super().train(mode)
+        if self.frozen:
+            for component in self.components():
+                component.eval()
+        return self
+
+    def forward_with_diagnostics(self, batch: TabularBatch) -> tuple[torch.Tensor, list[LevelDiagnostics]]:
+        level_inputs: list = [batch] * len(self.tasks)
+        gate_inputs = [self.gate_embedding(batch)] * len(self.tasks)  # each [B, G]
+        diagnostics = []
+        for level in self.levels:  # Algorithm 2: Z = KF_l(Z)
+            level_inputs, level_diagnostics = level(level_inputs, gate_inputs)
+            gate_inputs = level_inputs
+            diagnostics.append(level_diagnostics)
+        logits = torch.cat([tower(z) for tower, z in zip(self.towers, level_inputs)], dim=1)  # [B, T]
+        return logits, diagnostics
+
+    def forward(self, batch: TabularBatch) -> torch.Tensor:
+        return self.forward_with_diagnostics(batch)[0]
+
+    def parameter_counts(self) -> dict[str, int]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        return {"trainable": trainable, "frozen": frozen}
+
+    def to_payload(self) -> dict:
+        return {
+            "kind": KIND,
+            "tasks": self.tasks,
+            "config": self.config,
+            "decomposition": self.decomposition.to_payload(),
+            "state_dict": self.state_dict(),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> EMM:
+        model = cls(Decomposition.from_payload(payload["decomposition"]), payload["tasks"], payload["config"])
+        model.load_state_dict(payload["state_dict"])
+        return model

@@ -1,0 +1,151 @@
+"""The one training loop every model of the project goes through: pool MLPs, EMM, baselines.
+
+Adam over the trainable parameters, shuffled mini-batches, binary cross-entropy averaged over the model's
+tasks, early stopping on the mean validation AUC with the best weights kept, and a progress bar.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from emm.models.tabular import TabularData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-6
+    max_epochs: int = 20
+    patience: int = 3
+    seed: int = 42
+    eval_batch_size: int = 8192
+    progress_bar: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> TrainingConfig:
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"Unknown training settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**params)
+
+
+@dataclass
+class TrainingHistory:
+    """Per epoch: mean training loss and validation AUC per task; which epoch's weights were kept."""
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_auc: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+
+    @property
+    def best_validation_auc(self) -> dict[str, float]:
+        return self.validation_auc[self.best_epoch]
+
+    def as_dict(self) -> dict:
+        return {
+            "train_loss": self.train_loss,
+            "validation_auc": self.validation_auc,
+            "best_epoch": self.best_epoch,
+            "best_validation_auc": self.best_validation_auc,
+            "seconds": self.seconds,
+        }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TabularData, batch_size: int = 8192) -> np.ndarray:
+    """Probabilities [N, n_model_tasks] in table order, the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    chunks = [torch.sigmoid(model(batch)) for batch, _ in data.batches(batch_size)]
+    model.train(was_training)
+    return torch.cat(chunks).numpy()
+
+
+def auc_per_task(labels: np.ndarray, probabilities: np.ndarray, tasks: list[str]) -> dict[str, float]:
+    return {task: float(roc_auc_score(labels[:, i], probabilities[:, i])) for i, task in enumerate(tasks)}
+
+
+def fit(
+    model: nn.Module,
+    train: TabularData,
+    validation: TabularData,
+    tasks: list[str],
+    config: TrainingConfig,
+    name: str = "model",
+) -> TrainingHistory:
+    """Train ``model``, whose outputs are logits [B, len(tasks)] for ``tasks`` in order, in place.
+
+    Returns the history; the model is left with the weights of its best validation epoch.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    columns = [train.task_index(task) for task in tasks]
+    validation_labels = validation.labels[:, columns].numpy()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(f"{name}: the model has no trainable parameters")
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    history = TrainingHistory()
+    best_score, best_state, stale_epochs = -np.inf, None, 0
+    started = time.perf_counter()
+    n_batches = -(-len(train) // config.batch_size)
+    bar = tqdm(
+        total=config.max_epochs * n_batches,
+        desc=name,
+        unit="batch",
+        disable=not config.progress_bar,
+        mininterval=1.0,
+        leave=True,
+    )
+    for epoch in range(config.max_epochs):
+        model.train()
+        losses = []
+        for batch, labels in train.batches(config.batch_size, generator):
+            loss = F.binary_cross_entropy_with_logits(model(batch), labels[:, columns])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.update()
+            if len(losses) % 50 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+        aucs = auc_per_task(validation_labels, predict(model, validation, config.eval_batch_size), tasks)
+        score = float(np.mean(list(aucs.values())))
+        history.train_loss.append(float(np.mean(losses)))
+        history.validation_auc.append(aucs)
+        improved = score > best_score
+        if improved:
+            best_score, best_state, stale_epochs = score, copy.deepcopy(model.state_dict()), 0
+            history.best_epoch = epoch
+        else:
+            stale_epochs += 1
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history.train_loss[-1]:.4f}", val_auc=f"{score:.5f}")
+        logger.info(
+            "%s epoch %d: loss %.5f, validation AUC %s%s",
+            name,
+            epoch + 1,
+            history.train_loss[-1],
+            {task: round(auc, 5) for task, auc in aucs.items()},
+            " (best)" if improved else "",
+        )
+        if stale_epochs >= config.patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - started
+    return history

@@ -1,0 +1,140 @@
+"""Thin, pure preprocessing nodes: tasks and columns come from parameters, nothing is Census-specific.
+
+Encoders are fitted on the training file only. Categorical codes: 1..n for the values seen in training,
+0 for any other value. Dense columns: optionally log1p, then standardised with training mean and std.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+logger = logging.getLogger(__name__)
+
+UNSEEN_CODE = 0
+
+
+def label_column(task_name: str) -> str:
+    return f"label_{task_name}"
+
+
+def _require_columns(table: pd.DataFrame, columns: list[str], role: str) -> None:
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise KeyError(
+            f"{role} {missing} not found in the raw table; its columns are {list(table.columns)}"
+        )
+
+
+def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna().to_numpy().nonzero()[0]
+    if len(bad):
+        raise ValueError(
+            f"Dense column {column!r} has a non-numeric value {table[column].iloc[bad[0]]!r} in row {bad[0] + 1} "
+            f"({len(bad)} such rows)"
+        )
+    return values.to_numpy(np.float64)
+
+
+def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
+    """Decide the features (every column but dropped and label columns) and fit their encoders."""
+    tasks = params["tasks"]
+    if not tasks:
+        raise ValueError("At least one task must be declared under data_processing.tasks")
+    task_columns = [task["column"] for task in tasks]
+    _require_columns(raw_train, task_columns, "Task label columns")
+    _require_columns(raw_train, params["dense_columns"], "Dense columns")
+    _require_columns(raw_train, params.get("drop_columns", []), "Columns to drop")
+    for task in tasks:
+        positives = raw_train[task["column"]].isin(task["positive"]).sum()
+        if positives == 0 or positives == len(raw_train):
+            raise ValueError(
+                f"Task {task['name']!r}: column {task['column']!r} has {positives} of {len(raw_train)} rows with "
+                f"a positive value {task['positive']}; values seen: {raw_train[task['column']].unique()[:10].tolist()}"
+            )
+
+    excluded = set(params.get("drop_columns", [])) | set(task_columns)
+    features = [column for column in raw_train.columns if column not in excluded]
+    dense = [column for column in params["dense_columns"] if column in features]
+    categorical = [column for column in features if column not in dense]
+    log_scaled = set(params.get("log_scaled_columns", []))
+
+    dense_encoders = {}
+    for column in dense:
+        values = _numeric(raw_train, column)
+        if column in log_scaled:
+            if (values < 0).any():
+                raise ValueError(f"Dense column {column!r} has negative values and cannot be log-scaled")
+            values = np.log1p(values)
+        dense_encoders[column] = {
+            "log1p": column in log_scaled,
+            "mean": float(values.mean()),
+            "std": float(values.std()) or 1.0,
+        }
+    return {
+        "categorical": {column: sorted(raw_train[column].unique().tolist()) for column in categorical},
+        "dense": dense_encoders,
+        "tasks": [
+            {"name": t["name"], "column": t["column"], "positive": list(t["positive"])} for t in tasks
+        ],
+    }
+
+
+def encode_table(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
+    """Features as codes and scaled floats, plus one 0/1 label column per task."""
+    _require_columns(raw, list(encoders["categorical"]) + list(encoders["dense"]), "Feature columns")
+    _require_columns(raw, [task["column"] for task in encoders["tasks"]], "Task label columns")
+    columns: dict[str, np.ndarray] = {}
+    for column, vocabulary in encoders["categorical"].items():
+        codes = pd.Index(vocabulary).get_indexer(raw[column])  # -1 for values unseen in training
+        columns[column] = np.where(codes >= 0, codes + 1, UNSEEN_CODE).astype(np.int32)
+    for column, scaler in encoders["dense"].items():
+        values = _numeric(raw, column)
+        if scaler["log1p"]:
+            values = np.log1p(np.clip(values, 0, None))
+        columns[column] = ((values - scaler["mean"]) / scaler["std"]).astype(np.float32)
+    for task in encoders["tasks"]:
+        columns[label_column(task["name"])] = raw[task["column"]].isin(task["positive"]).to_numpy(np.float32)
+    return pd.DataFrame(columns)
+
+
+def split_validation_test(encoded: pd.DataFrame, encoders: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the held-out file into validation and test, stratified on the first task's label."""
+    first_label = label_column(encoders["tasks"][0]["name"])
+    validation, test = train_test_split(
+        encoded,
+        train_size=params["validation_fraction"],
+        random_state=params["seed"],
+        stratify=encoded[first_label],
+    )
+    return validation.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def build_feature_schema(encoders: dict, train: pd.DataFrame) -> dict:
+    """What models need to know about the encoded tables: columns, vocabularies, tasks."""
+    schema = {
+        "categorical": [
+            {"name": column, "vocabulary_size": len(vocabulary) + 1}
+            for column, vocabulary in encoders["categorical"].items()
+        ],
+        "dense": list(encoders["dense"]),
+        "tasks": [
+            {
+                **task,
+                "label_column": label_column(task["name"]),
+                "train_positive_rate": float(train[label_column(task["name"])].mean()),
+            }
+            for task in encoders["tasks"]
+        ],
+    }
+    logger.info(
+        "Feature schema: %d categorical, %d dense columns; tasks %s",
+        len(schema["categorical"]),
+        len(schema["dense"]),
+        {t["name"]: round(t["train_positive_rate"], 4) for t in schema["tasks"]},
+    )
+    return schema

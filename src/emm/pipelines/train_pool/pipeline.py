@@ -1,0 +1,38 @@
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node
+
+from emm.pipelines.tracking import training_metrics
+from emm.pipelines.train_pool.nodes import train_pool_model
+
+
+def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pipeline:
+    """One training node per pool model declared in parameters; a model marked ``pretrained: true`` was
+    trained elsewhere and placed in the pool folder, so it gets no node (see docs/pool.md)."""
+    nodes = []
+    for name, model_params in (pool_models or {}).items():
+        if model_params.get("pretrained", False):
+            continue
+        train = update_wrapper(partial(train_pool_model, name=name), train_pool_model)
+        nodes += [
+            node(
+                train,
+                [
+                    "train",
+                    "validation",
+                    "feature_schema",
+                    f"params:pool.models.{name}",
+                    "params:pool",
+                    "params:training",
+                ],
+                [f"pool.{name}", f"pool_training.{name}"],
+                name=f"train_pool_model_{name}",
+            ),
+            node(
+                training_metrics,
+                f"pool_training.{name}",
+                f"pool_metrics.{name}",
+                name=f"log_pool_metrics_{name}",
+            ),
+        ]
+    return Pipeline(nodes)

@@ -1,0 +1,27 @@
+"""Kedro project settings."""
+
+import os
+
+from kedro.config import OmegaConfigLoader
+from kedro_mlflow.framework.hooks import MlflowHook
+from omegaconf.resolvers import oc
+
+# The project runs where only package registries are reachable: no telemetry, ever.
+for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+    os.environ.setdefault(_variable, "true")
+
+HOOKS = (MlflowHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # `oc.env` lets the catalog read the raw-data directory from EMM_CENSUS_DIR (see README).
+    "custom_resolvers": {"oc.env": oc.env},
+    # Parameters of an environment (conf/local, conf/<env>) override base key by key, not whole sections.
+    "merge_strategy": {"parameters": "soft"},
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
+    },
+}

@@ -1,0 +1,127 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from emm.datasets.torch_model import TorchModelDataset
+from emm.models.akf import FusionGate
+from emm.models.decomposition import decompose
+from emm.models.emm import EMM
+from emm.models.tabular import example_batch
+
+from helpers import SIGNATURE, heterogeneous_pool, warm_up_batch_norm
+
+
+def make_emm(**config) -> EMM:
+    pool = heterogeneous_pool()
+    for model in pool.values():
+        warm_up_batch_norm(model)
+    return EMM(decompose(pool, max_levels=3), ["a", "b"], config)
+
+
+def training_step(model: EMM, seed: int = 0) -> None:
+    batch = example_batch(SIGNATURE, batch_size=32, seed=seed)
+    labels = torch.randint(0, 2, (32, 2), generator=torch.Generator().manual_seed(seed)).float()
+    loss = F.binary_cross_entropy_with_logits(model(batch), labels)
+    loss.backward()
+
+
+def test_output_has_one_logit_per_task():
+    model = make_emm()
+    assert model(example_batch(SIGNATURE, batch_size=6)).shape == (6, 2)
+
+
+def test_frozen_components_get_no_gradient_and_keep_batch_norm_statistics():
+    model = make_emm()
+    buffers = {
+        name: buffer.clone()
+        for component in model.components()
+        for name, buffer in component.named_buffers(prefix=str(id(component)))
+    }
+    weights = [p.clone() for component in model.components() for p in component.parameters()]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for step in range(3):
+        optimizer.zero_grad()
+        training_step(model, seed=step)
+        optimizer.step()
+    for component in model.components():
+        assert not component.training
+        for parameter in component.parameters():
+            assert not parameter.requires_grad and parameter.grad is None
+    after = {
+        name: buffer
+        for component in model.components()
+        for name, buffer in component.named_buffers(prefix=str(id(component)))
+    }
+    assert any("running_mean" in name for name in after)
+    for name, buffer in after.items():
+        assert torch.equal(buffer, buffers[name]), name
+    for before, parameter in zip(weights, (p for c in model.components() for p in c.parameters())):
+        assert torch.equal(before, parameter)
+
+
+def test_task_gates_sum_to_one():
+    model = make_emm()
+    _, diagnostics = model.forward_with_diagnostics(example_batch(SIGNATURE, batch_size=10))
+    for level in diagnostics:
+        for weights in level.task_gates:
+            assert torch.allclose(weights.sum(-1), torch.ones(10))
+            assert (weights >= 0).all()
+        for probabilities in level.fusion_gates:
+            assert torch.allclose(probabilities.sum(-1), torch.ones(10))
+
+
+def test_fusion_gates_and_mtm_receive_gradients():
+    model = make_emm()
+    model.train()
+    training_step(model)
+    for level in model.levels:
+        for gate in level.fusion_gates:
+            assert gate.linear.weight.grad is not None and gate.linear.weight.grad.abs().sum() > 0
+        for merge in level.merges:
+            assert merge.query[0].weight.grad.abs().sum() > 0
+        for gate in level.task_gates:
+            assert gate.linear.weight.grad.abs().sum() > 0
+
+
+def test_fusion_gate_never_picks_its_own_task():
+    gate = FusionGate(input_dim=3, n_tasks=3, own_task=1)
+    with torch.no_grad():
+        gate.linear.weight.zero_()
+        gate.linear.bias.copy_(torch.tensor([0.0, 10.0, 1.0]))  # own task has by far the largest value
+    outputs = torch.arange(3.0).repeat(4, 1).unsqueeze(-1).expand(4, 3, 2)  # task j's output is j
+    selection = gate(torch.zeros(4, 3), outputs)
+    assert (selection.choice == 2).all()
+    expected = selection.probabilities[:, 2:3] * 2.0
+    assert torch.allclose(selection.selected, expected.expand(4, 2))
+
+
+def test_mtm_switch_removes_fusion_gates_and_attention():
+    model = make_emm(use_mtm=False)
+    names = [name for name, _ in model.named_parameters()]
+    assert not any("fusion_gates" in name or "merges" in name for name in names)
+    assert model(example_batch(SIGNATURE, batch_size=3)).shape == (3, 2)
+
+
+def test_untrained_components_switch_trains_fresh_components():
+    model = make_emm(use_trained_components=False)
+    assert all(p.requires_grad for c in model.components() for p in c.parameters())
+    model.train()
+    assert all(c.training for c in model.components())
+
+
+def test_saved_model_loads_with_identical_outputs(tmp_path):
+    model = make_emm()
+    model.eval()
+    batch = example_batch(SIGNATURE, batch_size=8, seed=4)
+    dataset = TorchModelDataset(str(tmp_path / "emm.pt"))
+    dataset.save(model)
+    restored = dataset.load()
+    restored.eval()
+    assert isinstance(restored, EMM)
+    assert torch.allclose(restored(batch), model(batch))
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ValueError, match="attention_width"):
+        make_emm(attention_width=3)
