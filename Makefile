@@ -16,7 +16,7 @@ export EMM_CENSUS_DIR := ../shared/data/census-income
 endif
 endif
 
-.PHONY: install run test clean-outputs
+.PHONY: install run test clean-outputs mlflow-ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,6 @@ test: install
 
 clean-outputs:
 	find data -type f ! -name .gitkeep -delete
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

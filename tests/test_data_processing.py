@@ -151,7 +151,7 @@ def test_truncated_row_names_file_and_line(tmp_path, census_slice):
     lines = head_lines(census_slice / "census-income.data.gz", 20)
     lines[12] = ",".join(lines[12].split(",")[:30]) + "\n"
     dataset = _write(tmp_path / "census-income.data", lines)
-    with pytest.raises(DatasetError, match=r"census-income.data: line 13 has 30 fields"):
+    with pytest.raises(DatasetError, match=r"census-income.data: line 13 has 30 non-empty fields"):
         dataset.load()
 
 

@@ -147,7 +147,8 @@ def read_census_file(path: Path) -> pd.DataFrame:
             path,
             header=None,
             dtype=str,
-            keep_default_na=False,
+            keep_default_na=False,  # "None", "NA" and the like are genuine category values here
+            na_values=[""],  # Census marks unknowns with "?", so an empty field is a missing one
             skipinitialspace=True,
             compression="infer",
         )
@@ -159,13 +160,13 @@ def read_census_file(path: Path) -> pd.DataFrame:
         raise DatasetError(
             f"{path}: line 1 has {table.shape[1]} fields; Census-Income rows have {len(CENSUS_COLUMNS)}"
         )
-    short_rows = table.isna().any(axis=1).to_numpy().nonzero()[0]
-    if len(short_rows):
-        line = int(short_rows[0]) + 1
-        fields = int(table.iloc[short_rows[0]].notna().sum())
+    incomplete = table.isna().any(axis=1).to_numpy().nonzero()[0]
+    if len(incomplete):
+        line = int(incomplete[0]) + 1
+        fields = int(table.iloc[incomplete[0]].notna().sum())
         raise DatasetError(
-            f"{path}: line {line} has {fields} fields; Census-Income rows have {len(CENSUS_COLUMNS)} "
-            f"({len(short_rows)} such rows in the file)"
+            f"{path}: line {line} has {fields} non-empty fields; Census-Income rows have {len(CENSUS_COLUMNS)} "
+            f"({len(incomplete)} such rows in the file)"
         )
     table.columns = CENSUS_COLUMNS
     return table

@@ -19,6 +19,14 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _identity_linear(dim: int) -> nn.Linear:
+    linear = nn.Linear(dim, dim)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(dim))
+        linear.bias.zero_()
+    return linear
+
+
 class TaskGate(nn.Module):
     """Eq. (2): mixing weights over one task's components, each row summing to one."""
 
@@ -69,10 +77,7 @@ class MultiTaskMerge(nn.Module):
         super().__init__()
         self.query = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
         self.key = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
-        self.value = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
-        with torch.no_grad():
-            self.value[0].weight.copy_(torch.eye(dim))
-            self.value[0].bias.zero_()
+        self.value = nn.Sequential(_identity_linear(dim), nn.ReLU())
         self.scale = 1.0 / math.sqrt(attention_dim)
 
     def forward(self, own: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,10 +111,18 @@ class AKF(nn.Module):
         output_dim: int,
         attention_dim: int,
         use_mtm: bool = True,
+        component_adapters: bool = False,
     ):
         super().__init__()
         self.n_tasks = len(components)
         self.components = nn.ModuleList(nn.ModuleList(task_components) for task_components in components)
+        self.adapters = (
+            nn.ModuleList(
+                nn.ModuleList(_identity_linear(output_dim) for _ in task_components) for task_components in components
+            )
+            if component_adapters
+            else None
+        )
         self.task_gates = nn.ModuleList(
             TaskGate(dim, len(task_components)) for dim, task_components in zip(gate_input_dims, components)
         )
@@ -127,7 +140,10 @@ class AKF(nn.Module):
         # gate_inputs[t]: [B, G_t]
         task_outputs, task_weights = [], []
         for task in range(self.n_tasks):
-            outputs = torch.stack([c(level_inputs[task]) for c in self.components[task]], dim=1)  # [B, M_t, D]
+            outputs = [component(level_inputs[task]) for component in self.components[task]]
+            if self.adapters is not None:
+                outputs = [adapter(output) for adapter, output in zip(self.adapters[task], outputs)]
+            outputs = torch.stack(outputs, dim=1)  # [B, M_t, D]
             weights = self.task_gates[task](gate_inputs[task])  # [B, M_t], eq. (2)
             task_outputs.append(torch.einsum("bm,bmd->bd", weights, outputs))  # h_t [B, D]
             task_weights.append(weights)

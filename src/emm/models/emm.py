@@ -23,6 +23,7 @@ DEFAULT_CONFIG = {
     "tower_dims": [64],  # hidden widths of each task tower
     "use_mtm": True,  # Table II ablation switch: MTM (fusion gate + attention) on or off
     "use_trained_components": True,  # Table II ablation switch: frozen trained components, or fresh ones
+    "component_adapters": False,  # a trainable linear map (identity at start) on each component's output
 }
 
 
@@ -69,7 +70,14 @@ class EMM(nn.Module):
                 [decomposition.levels[depth][name] for name in decomposition.models_of(task)] for task in tasks
             ]
             self.levels.append(
-                AKF(components, gate_dims, level_dim, self.config["attention_dim"], self.config["use_mtm"])
+                AKF(
+                    components,
+                    gate_dims,
+                    level_dim,
+                    self.config["attention_dim"],
+                    self.config["use_mtm"],
+                    self.config["component_adapters"],
+                )
             )
             gate_dims = [level_dim] * len(tasks)
         self.towers = nn.ModuleList(_tower(decomposition.level_dims[-1], self.config["tower_dims"]) for _ in tasks)

@@ -39,9 +39,9 @@ class TabularData:
         if missing:
             raise KeyError(f"Encoded table lacks the schema's columns {missing}")
         return cls(
-            categorical=torch.as_tensor(table[categorical_columns].to_numpy(np.int64)),
-            dense=torch.as_tensor(table[schema["dense"]].to_numpy(np.float32)),
-            labels=torch.as_tensor(table[label_columns].to_numpy(np.float32)),
+            categorical=torch.as_tensor(table[categorical_columns].to_numpy(np.int64, copy=True)),
+            dense=torch.as_tensor(table[schema["dense"]].to_numpy(np.float32, copy=True)),
+            labels=torch.as_tensor(table[label_columns].to_numpy(np.float32, copy=True)),
             task_names=[task["name"] for task in schema["tasks"]],
         )
 

@@ -5,7 +5,7 @@ from emm.pipelines.decompose.nodes import decompose_pool
 
 def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pipeline:
     inputs = {"decompose_params": "params:decompose"}
-    inputs.update({name: f"pool.{name}" for name in pool_models or {}})
+    inputs.update({name: f"pool_model_{name}" for name in pool_models or {}})
     return Pipeline(
         [node(decompose_pool, inputs, ["components", "decomposition_report"], name="decompose_pool")]
     )

@@ -169,17 +169,18 @@ def plot_gate_statistics(statistics: dict) -> Figure:
         tasks = list(level["tasks"])
         if all("attention" in level["tasks"][t] for t in tasks):
             own = [level["tasks"][t]["attention"]["own"] for t in tasks]
-            chosen = [
-                max((s, other) for other, s in level["tasks"][t]["choice_share"].items() if other != t)[1]
+            picked = [
+                max((share, other) for other, share in level["tasks"][t]["choice_share"].items() if other != t)[1]
                 for t in tasks
             ]
-            attention_axis.barh(tasks, own, color="C7", label="own task")
-            attention_axis.barh(tasks, [1 - o for o in own], left=own, color="C3", label="selected task")
-            for y, (task, picked) in enumerate(zip(tasks, chosen)):
-                attention_axis.text(1.01, y, f"picks {picked}", va="center", fontsize=8)
-            attention_axis.set(xlim=(0, 1.3), title="MTM attention (eqs. 4-6)")
-            attention_axis.legend(loc="lower right", fontsize=8)
+            labels = [f"{task}\n(picks {other})" for task, other in zip(tasks, picked)]
+            attention_axis.barh(labels, own, color="C7", label="own task")
+            attention_axis.barh(labels, [1 - o for o in own], left=own, color="C3", label="selected task")
+            attention_axis.set(xlim=(0, 1), title="MTM attention on own vs selected task (eqs. 4-6)")
         else:
             attention_axis.set_axis_off()
-    figure.tight_layout()
+    handles, names = axes[0][1].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, names, loc="upper right", ncol=2, fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     return figure

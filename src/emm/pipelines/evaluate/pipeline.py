@@ -14,7 +14,7 @@ from emm.pipelines.evaluate.nodes import (
 
 def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pipeline:
     score_inputs = {"test": "test", "feature_schema": "feature_schema", "emm_model": "emm_model"}
-    score_inputs.update({name: f"pool.{name}" for name in pool_models or {}})
+    score_inputs.update({name: f"pool_model_{name}" for name in pool_models or {}})
     return Pipeline(
         [
             node(score_models, score_inputs, "test_predictions", name="score_models"),

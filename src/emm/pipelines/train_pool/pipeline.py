@@ -25,13 +25,13 @@ def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pip
                     "params:pool",
                     "params:training",
                 ],
-                [f"pool.{name}", f"pool_training.{name}"],
+                [f"pool_model_{name}", f"pool_training_{name}"],
                 name=f"train_pool_model_{name}",
             ),
             node(
                 training_metrics,
-                f"pool_training.{name}",
-                f"pool_metrics.{name}",
+                f"pool_training_{name}",
+                f"pool_metrics_{name}",
                 name=f"log_pool_metrics_{name}",
             ),
         ]

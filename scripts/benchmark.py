@@ -1,0 +1,64 @@
+"""Time every stage of the default pipeline on the configured data, one `kedro run` per stage.
+
+    .venv/bin/python scripts/benchmark.py [--out data/08_reporting/census/benchmark.md]
+
+Prints and writes a Markdown table: wall seconds and peak resident memory of each stage's process, the
+sum, and the test AUCs the run produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STAGES = ["data_processing", "train_pool", "decompose", "fuse", "evaluate"]
+
+
+def run_stage(stage: str) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of ``kedro run --pipeline=<stage>``."""
+    kedro = Path(sys.executable).with_name("kedro")
+    started = time.perf_counter()
+    process = subprocess.Popen([str(kedro), "run", f"--pipeline={stage}"])
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"kedro run --pipeline={stage} failed")
+    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="data/08_reporting/census/benchmark.md")
+    arguments = parser.parse_args()
+    rows = []
+    for stage in STAGES:
+        seconds, peak = run_stage(stage)
+        rows.append((stage, seconds, peak))
+        print(f"{stage}: {seconds:.1f} s, peak RSS {peak:.0f} MiB", flush=True)
+    total = sum(seconds for _, seconds, _ in rows)
+    peak_all = max(peak for _, _, peak in rows)
+    lines = [
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
+        "",
+        "| pipeline | wall time (s) | peak RSS (MiB) |",
+        "|---|---|---|",
+        *[f"| {stage} | {seconds:.1f} | {peak:.0f} |" for stage, seconds, peak in rows],
+        f"| **total** | **{total:.1f}** | **{peak_all:.0f}** (largest stage) |",
+    ]
+    aucs_path = Path("data/08_reporting/census/test_aucs.json")
+    if aucs_path.exists():
+        aucs = json.loads(aucs_path.read_text())
+        lines += ["", "Test AUCs of this run: " + json.dumps(aucs["emm"])]
+    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(arguments.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
