@@ -16,7 +16,7 @@ export EMM_CENSUS_DIR := ../shared/data/census-income
 endif
 endif
 
-.PHONY: install run test clean-outputs mlflow-ui
+.PHONY: install run test benchmark clean-outputs mlflow-ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ install: $(BIN)/.installed
 
 run: install
 	$(BIN)/kedro run
+
+# Every stage as its own `kedro run`, timed, peak memory measured: data/08_reporting/census/benchmark.md
+benchmark: install
+	$(BIN)/python scripts/benchmark.py
 
 test: install
 	$(BIN)/python -m pytest

@@ -10,6 +10,7 @@ from emm.pipelines.data_processing.nodes import (
     build_feature_schema,
     encode_table,
     fit_encoders,
+    split_pool_fusion,
     split_validation_test,
 )
 
@@ -170,3 +171,35 @@ def test_unreadable_gzip_names_the_file(tmp_path):
     dataset = CensusIncomeRawDataset(filepath=str(tmp_path / "census-income.data"), download=False)
     with pytest.raises(DatasetError, match="census-income.data.gz"):
         dataset.load()
+
+
+def test_pool_and_fusion_rows_partition_the_training_file(raw, params):
+    train, _ = raw
+    encoders = fit_encoders(train, params)
+    encoded = encode_table(train, encoders)
+    encoded["row"] = np.arange(len(encoded))
+    pool_rows, fusion_rows = split_pool_fusion(encoded, encoders, {**params, "fusion_fraction": 0.25})
+    assert len(fusion_rows) == pytest.approx(0.25 * len(encoded), abs=1)
+    assert set(pool_rows["row"]).isdisjoint(fusion_rows["row"])
+    assert len(pool_rows) + len(fusion_rows) == len(encoded)
+    whole, same = split_pool_fusion(encoded, encoders, {**params, "fusion_fraction": 0})
+    assert len(whole) == len(same) == len(encoded)
+    with pytest.raises(ValueError, match="fusion_fraction"):
+        split_pool_fusion(encoded, encoders, {**params, "fusion_fraction": 1.5})
+
+
+def test_dense_columns_get_a_value_code_twin_for_frequent_values(raw, params):
+    train, test = raw
+    encoders = fit_encoders(train, {**params, "value_codes": {"min_count": 5}})
+    counts = train["weeks worked in year"].value_counts()
+    assert set(encoders["value_codes"]["weeks worked in year"]) == set(counts[counts >= 5].index)
+    encoded = encode_table(train, encoders)
+    vocabulary = encoders["value_codes"]["weeks worked in year"]
+    for raw_value, code in zip(train["weeks worked in year"], encoded["weeks worked in year="]):
+        expected = vocabulary.index(raw_value) + 1 if raw_value in vocabulary else UNSEEN_CODE
+        assert code == expected
+    schema = build_feature_schema(encoders, encoded)
+    assert {"name": "age=", "vocabulary_size": len(encoders["value_codes"]["age"]) + 1} in schema["categorical"]
+    assert "age" in schema["dense"]
+    without = fit_encoders(train, {key: value for key, value in params.items() if key != "value_codes"})
+    assert without["value_codes"] == {}

@@ -103,6 +103,19 @@ def test_mtm_switch_removes_fusion_gates_and_attention():
     assert model(example_batch(SIGNATURE, batch_size=3)).shape == (3, 2)
 
 
+def test_component_adapters_start_as_identity_and_train():
+    plain, adapted = make_emm(component_adapters=False), make_emm(component_adapters=True)
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    batch = example_batch(SIGNATURE, batch_size=5, seed=8)
+    plain.eval(), adapted.eval()
+    assert torch.allclose(plain(batch), adapted(batch), atol=1e-6)
+    adapters = [a for level in adapted.levels for task in level.adapters for a in task]
+    assert len(adapters) == 3 * 4
+    adapted.train()
+    training_step(adapted)
+    assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in adapters)
+
+
 def test_untrained_components_switch_trains_fresh_components():
     model = make_emm(use_trained_components=False)
     assert all(p.requires_grad for c in model.components() for p in c.parameters())

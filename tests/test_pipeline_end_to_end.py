@@ -10,6 +10,7 @@ import yaml
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DatasetError
 
 from conftest import PROJECT_ROOT, head_lines
 
@@ -127,7 +128,7 @@ def test_bad_raw_file_stops_the_run_and_keeps_earlier_outputs(first_run, tmp_pat
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("EMM_CENSUS_DIR", str(broken))
     try:
-        with pytest.raises(Exception, match=r"census-income.data.gz: line 42 has 20 non-empty fields"):
+        with pytest.raises(DatasetError, match=r"census-income.data.gz: line 42 has 20 non-empty fields"):
             run(root)
     finally:
         monkeypatch.undo()

@@ -3,14 +3,15 @@
 import os
 
 from kedro.config import OmegaConfigLoader
-from kedro_mlflow.framework.hooks import MlflowHook
 from omegaconf.resolvers import oc
+
+from emm.hooks import TrackingHook
 
 # The project runs where only package registries are reachable: no telemetry, ever.
 for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
     os.environ.setdefault(_variable, "true")
 
-HOOKS = (MlflowHook(),)
+HOOKS = (TrackingHook(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -4,6 +4,7 @@ from emm.pipelines.data_processing.nodes import (
     build_feature_schema,
     encode_table,
     fit_encoders,
+    split_pool_fusion,
     split_validation_test,
 )
 
@@ -20,6 +21,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["encoded_holdout", "encoders", "params:data_processing"],
                 ["validation", "test"],
                 name="split_validation_test",
+            ),
+            node(
+                split_pool_fusion,
+                ["train", "encoders", "params:data_processing"],
+                ["pool_train", "fusion_train"],
+                name="split_pool_fusion",
             ),
             node(build_feature_schema, ["encoders", "train"], "feature_schema", name="build_feature_schema"),
         ]

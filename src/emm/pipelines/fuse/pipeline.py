@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 train_fused_model,
-                ["components", "train", "validation", "feature_schema", "params:fuse", "params:training"],
+                ["components", "fusion_train", "validation", "feature_schema", "params:fuse", "params:training"],
                 ["emm_model", "emm_training"],
                 name="train_fused_model",
             ),

@@ -18,7 +18,7 @@ def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pip
             node(
                 train,
                 [
-                    "train",
+                    "pool_train",
                     "validation",
                     "feature_schema",
                     f"params:pool.models.{name}",
