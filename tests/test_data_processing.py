@@ -190,7 +190,9 @@ def test_pool_and_fusion_rows_partition_the_training_file(raw, params):
 
 def test_dense_columns_get_a_value_code_twin_for_frequent_values(raw, params):
     train, test = raw
-    encoders = fit_encoders(train, {**params, "value_codes": {"min_count": 5}})
+    value_codes = {"columns": ["age", "weeks worked in year"], "min_count": 5}
+    encoders = fit_encoders(train, {**params, "value_codes": value_codes})
+    assert set(encoders["value_codes"]) == {"age", "weeks worked in year"}
     counts = train["weeks worked in year"].value_counts()
     assert set(encoders["value_codes"]["weeks worked in year"]) == set(counts[counts >= 5].index)
     encoded = encode_table(train, encoders)
@@ -203,3 +205,5 @@ def test_dense_columns_get_a_value_code_twin_for_frequent_values(raw, params):
     assert "age" in schema["dense"]
     without = fit_encoders(train, {key: value for key, value in params.items() if key != "value_codes"})
     assert without["value_codes"] == {}
+    with pytest.raises(ValueError, match="education"):
+        fit_encoders(train, {**params, "value_codes": {"columns": ["education"], "min_count": 5}})

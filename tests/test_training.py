@@ -75,3 +75,27 @@ def test_same_seed_gives_the_same_model(data):
 def test_unknown_training_setting_is_refused():
     with pytest.raises(ValueError, match="epochs"):
         TrainingConfig.from_params({"epochs": 3})
+
+
+def test_pool_node_builds_the_same_model_whatever_ran_before(data, monkeypatch):
+    """The first model of a process must not depend on the generator state left by earlier work."""
+    from emm.pipelines.train_pool import nodes
+
+    built = []
+    monkeypatch.setattr(nodes, "fit", lambda model, *args, **kwargs: built.append(model) or _NoHistory())
+    schema = {**SCHEMA, "categorical": [{"name": "group", "vocabulary_size": 6}]}
+    table = toy_table(200, 3)
+    pool = {"embedding_dim": 2, "dropout": 0.0, "batch_norm": True, "activation": "ReLU"}
+    for noise in (1, 2):
+        torch.manual_seed(noise)
+        torch.rand(noise * 7)
+        nodes.train_pool_model(table, table, schema, {"task": "t", "hidden_dims": [4]}, pool, {"seed": 5}, "m")
+    for a, b in zip(built[0].state_dict().values(), built[1].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+class _NoHistory:
+    best_validation_auc = {"t": 0.5}
+
+    def as_dict(self):
+        return {}

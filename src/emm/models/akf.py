@@ -1,6 +1,6 @@
 """The Adaptive Knowledge Fusion (AKF) module of section III-B: one level of the fused model.
 
-Per task t, over the frozen components of that level:
+Per task t, over the frozen components of that level (each optionally followed by a trainable adapter):
 - task gate (eq. 2): h_t = sum_m G_t(x)_m * h*_t,m, a softmax over the components of task t's models;
 - fusion gate (eq. 3): F_t(x) is a softmax over all tasks; the task j != t with the largest value is
   selected and its output enters scaled by that value, F_t(x)_j * h_j. The selection itself is an argmax,
@@ -101,7 +101,9 @@ class AKF(nn.Module):
 
     ``components[t]`` holds the frozen components of task t's models at this level; they all map an input
     of the level's input width to ``output_dim``. With ``use_mtm=False`` (the ablation of Table II) MTM is
-    left out and a task passes its gated output h_t on unchanged.
+    left out and a task passes its gated output h_t on unchanged. With ``component_adapters`` each
+    component's output passes a trainable linear map, identity at the start, before the task gate's sum:
+    components of one level share shapes but not feature spaces (docs/method.md).
     """
 
     def __init__(

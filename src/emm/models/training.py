@@ -65,6 +65,15 @@ class TrainingHistory:
         }
 
 
+def seed_model_initialisation(seed: int) -> None:
+    """Seed the global generator that ``nn.Module`` constructors draw initial weights from.
+
+    Call it right before building a model: the first model built in a process otherwise starts from
+    whatever state earlier work left the generator in, and a rerun would not reproduce it.
+    """
+    torch.manual_seed(seed)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: TabularData, batch_size: int = 8192) -> np.ndarray:
     """Probabilities [N, n_model_tasks] in table order, the model in eval mode."""

@@ -7,7 +7,7 @@ import pandas as pd
 from emm.models.decomposition import Decomposition
 from emm.models.emm import EMM
 from emm.models.tabular import TabularData
-from emm.models.training import TrainingConfig, fit
+from emm.models.training import TrainingConfig, fit, seed_model_initialisation
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +21,11 @@ def train_fused_model(
     training_params: dict,
 ) -> tuple[EMM, dict]:
     tasks = [task["name"] for task in feature_schema["tasks"]]
+    config = TrainingConfig.from_params({**training_params, **fuse_params.get("training", {})})
+    seed_model_initialisation(config.seed)
     model = EMM(components, tasks, fuse_params["model"])
     counts = model.parameter_counts()
     logger.info("EMM: %d trainable and %d frozen parameters", counts["trainable"], counts["frozen"])
-    config = TrainingConfig.from_params({**training_params, **fuse_params.get("training", {})})
     history = fit(
         model,
         TabularData.from_frame(train, feature_schema),

@@ -6,7 +6,7 @@ import pandas as pd
 
 from emm.models.mlp import SingleTaskMLP, pool_model_spec
 from emm.models.tabular import TabularData, input_signature
-from emm.models.training import TrainingConfig, fit
+from emm.models.training import TrainingConfig, fit, seed_model_initialisation
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def train_pool_model(
         activation=model_params.get("activation", pool_params["activation"]),
     )
     config = TrainingConfig.from_params({**training_params, **model_params.get("training", {})})
+    seed_model_initialisation(config.seed)
     model = SingleTaskMLP(spec)
     history = fit(
         model,
