@@ -44,7 +44,7 @@ def main() -> None:
     total = sum(seconds for _, seconds, _ in rows)
     peak_all = max(peak for _, _, peak in rows)
     lines = [
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "",
         "| pipeline | wall time (s) | peak RSS (MiB) |",
         "|---|---|---|",

@@ -99,7 +99,7 @@ def test_mlflow_run_has_metrics_and_artifacts(first_run):
     latest = runs[0]
     metrics = latest.data.metrics
     assert 0 < metrics["census.test_auc.emm.income"] < 1
-    assert "census.pool_model_income_small.best_validation_auc.income" in metrics
+    assert "census.pool.income_small.best_validation_auc.income" in metrics
     assert "census.emm.train_loss" in metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(latest.info.run_id, "census")}
     assert {"census/test_aucs.json", "census/roc_curves.png", "census/pool"} <= artifacts
