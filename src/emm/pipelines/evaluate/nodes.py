@@ -110,8 +110,14 @@ def plot_roc_curves(predictions: pd.DataFrame, feature_schema: dict) -> Figure:
             false_positive, true_positive, _ = roc_curve(labels, scores)
             style = {"linewidth": 2.2, "color": "black"} if model == FUSED else {"linewidth": 1.2, "alpha": 0.8}
             axis.plot(false_positive, true_positive, label=f"{model} ({roc_auc_score(labels, scores):.4f})", **style)
-        axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
-        axis.set(title=f"ROC: {task}", xlabel="false positive rate", ylabel="true positive rate")
+        chance = np.logspace(-4, 0, 50)
+        axis.plot(chance, chance, linestyle=":", color="grey")
+        # At AUCs near 1 the curves differ only at small false-positive rates: a log axis shows where.
+        axis.set_xscale("log")
+        axis.set(
+            title=f"ROC: {task}", xlabel="false positive rate (log scale)", ylabel="true positive rate",
+            xlim=(1e-4, 1), ylim=(0, 1.01),
+        )
         axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return figure
