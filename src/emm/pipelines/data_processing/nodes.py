@@ -6,7 +6,7 @@ for the dense columns listed under ``value_codes``, a categorical twin ``<column
 (values seen at least ``min_count`` times in training, rarer ones share code 0). An MLP cannot cut a number
 at arbitrary thresholds the way a tree does; the twin lets it learn one embedding per frequent value
 (capital gains of exactly 15024, say), which on Census-Income lifts a single MLP's income AUC from about
-0.947 to 0.951.
+0.946 to 0.951 (docs/results.md).
 """
 
 from __future__ import annotations
