@@ -130,14 +130,7 @@ def _codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
 
 def split_validation_test(encoded: pd.DataFrame, encoders: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the held-out file into validation and test, stratified on the first task's label."""
-    first_label = label_column(encoders["tasks"][0]["name"])
-    validation, test = train_test_split(
-        encoded,
-        train_size=params["validation_fraction"],
-        random_state=params["seed"],
-        stratify=encoded[first_label],
-    )
-    return validation.reset_index(drop=True), test.reset_index(drop=True)
+    return _split_on_first_task(encoded, encoders, params["seed"], train_size=params["validation_fraction"])
 
 
 def split_pool_fusion(train: pd.DataFrame, encoders: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -153,13 +146,18 @@ def split_pool_fusion(train: pd.DataFrame, encoders: dict, params: dict) -> tupl
         return train, train
     if not 0 < fraction < 1:
         raise ValueError(f"fusion_fraction must be in [0, 1), got {fraction}")
-    pool_rows, fusion_rows = train_test_split(
-        train,
-        test_size=fraction,
-        random_state=params["seed"],
-        stratify=train[label_column(encoders["tasks"][0]["name"])],
+    return _split_on_first_task(train, encoders, params["seed"], test_size=fraction)
+
+
+def _split_on_first_task(
+    table: pd.DataFrame, encoders: dict, seed: int, **size: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two seeded parts of ``table`` stratified on the first task's label; ``size`` is ``train_size`` or
+    ``test_size`` as scikit-learn takes them."""
+    first, second = train_test_split(
+        table, random_state=seed, stratify=table[label_column(encoders["tasks"][0]["name"])], **size
     )
-    return pool_rows.reset_index(drop=True), fusion_rows.reset_index(drop=True)
+    return first.reset_index(drop=True), second.reset_index(drop=True)
 
 
 def build_feature_schema(encoders: dict, train: pd.DataFrame) -> dict:
