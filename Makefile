@@ -31,7 +31,7 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/kedro run
 
-# Every stage as its own `kedro run`, timed, peak memory measured: data/08_reporting/census/benchmark.md
+# The whole comparison, one `kedro run` per pipeline, timed, peak memory measured: data/08_reporting/benchmark.md
 benchmark: install
 	$(BIN)/python scripts/benchmark.py
 

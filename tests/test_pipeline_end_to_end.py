@@ -7,6 +7,7 @@ import shutil
 import mlflow
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -14,19 +15,38 @@ from kedro.io import DatasetError
 
 from conftest import PROJECT_ROOT, head_lines
 
-TINY_RUN = {
-    "census": {
-        "training": {"max_epochs": 2, "batch_size": 512, "progress_bar": False},
-        "pool": {
-            "models": {
-                "income_small": {"hidden_dims": [32, 16, 8]},
-                "income_large": {"hidden_dims": [48, 32, 16, 8]},
-                "never_married_small": {"hidden_dims": [32, 16, 8]},
-                "never_married_large": {"hidden_dims": [48, 32, 16, 8]},
-            }
-        },
-    }
+NAMESPACES = ("census", "census_3tasks", "census_4tasks")
+TASKS = {
+    "census": ["income", "never_married"],
+    "census_3tasks": ["income", "never_married", "bachelor_or_higher"],
+    "census_4tasks": ["income", "never_married", "bachelor_or_higher", "full_time"],
 }
+TINY_BASELINES = {
+    "shared_bottom": {"bottom_dims": [16, 8], "tower_dims": [4]},
+    "mmoe": {"expert_dims": [16, 8], "tower_dims": [4]},
+    "ple": {"expert_dims": [16, 8], "tower_dims": [4]},
+    "aitm": {"tower_dims": [16, 8]},
+    "adatt": {"expert_dims": [16, 8], "tower_dims": [4]},
+}
+
+
+def tiny_run(base_parameters: dict) -> dict:
+    """conf/local parameters shrinking every model of every namespace: the same nodes, seconds to run."""
+    parameters = {}
+    for namespace in NAMESPACES:
+        base = base_parameters[namespace]
+        parameters[namespace] = {
+            "training": {"max_epochs": 2, "batch_size": 512, "progress_bar": False},
+            "pool": {
+                "models": {
+                    name: {"hidden_dims": [32, 16, 8] if name.endswith("small") else [48, 32, 16, 8]}
+                    for name in base["pool"]["models"]
+                }
+            },
+            "baselines": {"models": {name: TINY_BASELINES[name] for name in base["baselines"]["models"]}},
+            "evaluate": {"throughput_rows": 2048, "throughput_batch_size": 512, "throughput_repeats": 1},
+        }
+    return parameters
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +54,8 @@ def project(tmp_path_factory, census_slice):
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
-    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(TINY_RUN))
+    base = OmegaConf.to_container(OmegaConf.load(PROJECT_ROOT / "conf" / "base" / "parameters_census.yml"))
+    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(tiny_run(base)))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
     (root / "src").mkdir()  # the package itself is installed; Kedro only checks the folder
     monkeypatch = pytest.MonkeyPatch()
@@ -73,20 +94,72 @@ def test_every_catalogued_output_exists(first_run):
 def test_aucs_are_catalogued_by_model_then_task(first_run):
     root, catalog = first_run
     aucs = json.loads((root / "data" / "08_reporting" / "census" / "test_aucs.json").read_text())
-    assert set(aucs) == {"emm", "income_small", "income_large", "never_married_small", "never_married_large"}
-    assert set(aucs["emm"]) == {"income", "never_married"}
+    pool = {"income_small", "income_large", "never_married_small", "never_married_large"}
+    baselines = {"shared_bottom", "mmoe", "ple", "aitm", "adatt"}
+    ablations = {"ablation_baseline", "ablation_baseline_mtm", "ablation_baseline_p"}
+    assert set(aucs) == pool | baselines | ablations | {"emm"}
+    for model in baselines | ablations | {"emm"}:
+        assert set(aucs[model]) == {"income", "never_married"}, model
     assert set(aucs["income_small"]) == {"income"}
     for scores in aucs.values():
         for auc in scores.values():
             assert 0 < auc < 1
     assert catalog.load("census.test_aucs") == aucs
-    table = catalog.load("census.results_table")
-    assert list(table["model"])[-2:] == ["pool average", "emm"]
+    table = catalog.load("census.table_1")
+    assert list(table["model"]) == [*sorted(pool, key=list(aucs).index), "pool average", *sorted(baselines, key=list(aucs).index), "emm"]
+    assert table.loc[table["model"] == "emm", "gain_income"].item() == pytest.approx(
+        aucs["emm"]["income"] - table.loc[table["model"] == "pool average", "auc_income"].item()
+    )
+
+
+def test_every_run_has_its_own_tasks_and_labels_are_never_features(first_run):
+    _, catalog = first_run
+    for namespace, tasks in TASKS.items():
+        schema = catalog.load(f"{namespace}.feature_schema")
+        assert [task["name"] for task in schema["tasks"]] == tasks
+        features = {column["name"] for column in schema["categorical"]} | set(schema["dense"])
+        assert not features & {task["column"] for task in schema["tasks"]}, namespace
+        assert set(catalog.load(f"{namespace}.test_aucs")["emm"]) == set(tasks)
+
+
+def test_report_writes_every_table_and_figure(first_run):
+    root, catalog = first_run
+    reporting = root / "data" / "08_reporting"
+    for namespace in NAMESPACES:
+        tables = ["table_1.csv", "table_1.md", "cost_table.md", "fusion_choices.csv", "fusion_choices.md"]
+        figures = ["roc_curves.png", "gate_weights.png", "fusion_choices.png"]
+        if namespace == "census":
+            tables += ["table_2.csv", "table_2.md"]
+        for name in tables:
+            assert (reporting / namespace / name).stat().st_size > 50, (namespace, name)
+        for name in figures:
+            content = (reporting / namespace / name).read_bytes()
+            assert content.startswith(b"\x89PNG") and len(content) > 10_000, (namespace, name)
+    assert (reporting / "adaptability" / "figure_3.png").read_bytes().startswith(b"\x89PNG")
+    figure_3 = catalog.load("adaptability.table")
+    assert set(figure_3["n_tasks"]) == {2, 3, 4}
+    assert {"EMM", "pool average", "best pool model"} <= set(figure_3["model"])
+
+    table_2 = catalog.load("census.table_2")
+    assert list(table_2["label"]) == ["baseline", "baseline+MTM", "baseline+p", "EMM"]
+    assert table_2["gain_income"].iloc[0] == 0
+
+    choices = catalog.load("census_4tasks.fusion_choices")
+    shares = choices.groupby(["level", "task"])["share"].sum()
+    assert shares.to_numpy() == pytest.approx(1.0)
+    assert not (choices["task"] == choices["picks"]).any()
+
+    costs = catalog.load("census.model_costs")
+    assert {"emm", "mmoe", "ple", "pool (all models)"} <= set(costs["model"])
+    assert (costs["rows_per_second"] > 0).all()
+    emm = costs[costs["model"] == "emm"].iloc[0]
+    assert emm["frozen_parameters"] > 0 and emm["trainable_parameters"] > 0
+    assert (costs.loc[costs["role"] == "baseline", "frozen_parameters"] == 0).all()
 
 
 def test_figures_are_written(first_run):
     root, _ = first_run
-    for figure in ("roc_curves.png", "gate_weights.png"):
+    for figure in ("roc_curves.png", "gate_weights.png"):  # drawn by the report stage
         content = (root / "data" / "08_reporting" / "census" / figure).read_bytes()
         assert content.startswith(b"\x89PNG") and len(content) > 10_000
 
@@ -102,7 +175,12 @@ def test_mlflow_run_has_metrics_and_artifacts(first_run):
     assert "census.pool.income_small.best_validation_auc.income" in metrics
     assert "census.emm.train_loss" in metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(latest.info.run_id, "census")}
-    assert {"census/test_aucs.json", "census/roc_curves.png", "census/pool"} <= artifacts
+    assert {"census/test_aucs.json", "census/report", "census/pool", "census/baselines", "census/ablations"} <= artifacts
+    report = {a.path for a in mlflow.MlflowClient().list_artifacts(latest.info.run_id, "census/report")}
+    assert {"census/report/table_1.md", "census/report/table_2.md", "census/report/roc_curves.png"} <= report
+    assert 0 < metrics["census.test_auc.mmoe.never_married"] < 1
+    assert metrics["census.rows_per_second.emm"] > 0
+    assert "census_4tasks.test_auc.emm.full_time" in metrics
     pool = {a.path for a in mlflow.MlflowClient().list_artifacts(latest.info.run_id, "census/pool")}
     assert "census/pool/income_small.pt" in pool
 

@@ -99,3 +99,25 @@ class _NoHistory:
 
     def as_dict(self):
         return {}
+
+
+class PenalisedModel(SingleTaskMLP):
+    """A model whose objective adds a penalty on large logits, as AITM's calibrator adds its own term."""
+
+    def extra_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        return 10.0 * logits.pow(2).mean()
+
+
+def test_a_models_extra_loss_is_part_of_its_objective(data):
+    train, validation = data
+    signature = {"categorical": [["group", 6]], "dense": ["x1", "x2"]}
+    spec = pool_model_spec("toy", "t", signature, [16, 8], embedding_dim=2)
+    torch.manual_seed(0)
+    plain = SingleTaskMLP(spec)
+    torch.manual_seed(0)
+    penalised = PenalisedModel(spec)
+    fit(plain, train, validation, ["t"], config(max_epochs=2))
+    fit(penalised, train, validation, ["t"], config(max_epochs=2))
+    plain_logits = torch.logit(torch.as_tensor(predict(plain, validation)))
+    penalised_logits = torch.logit(torch.as_tensor(predict(penalised, validation)))
+    assert penalised_logits.abs().mean() < 0.5 * plain_logits.abs().mean()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from emm.models import decomposition, emm, mlp
+from emm.models.baselines import BASELINES
 
 BUILDERS = {
     mlp.KIND: mlp.SingleTaskMLP.from_payload,
     decomposition.KIND: decomposition.Decomposition.from_payload,
     emm.KIND: emm.EMM.from_payload,
+    **{kind: model.from_payload for kind, model in BASELINES.items()},
 }
 
 

@@ -1,7 +1,9 @@
 """The one training loop every model of the project goes through: pool MLPs, EMM, baselines.
 
 Adam over the trainable parameters, shuffled mini-batches, binary cross-entropy averaged over the model's
-tasks, early stopping on the mean validation AUC with the best weights kept, and a progress bar.
+tasks, early stopping on the mean validation AUC with the best weights kept, and a progress bar. A model
+whose objective has a term beyond the labels' cross-entropy (AITM's calibrator) defines
+``extra_loss(logits) -> scalar``, which is added to it.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def fit(
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"{name}: the model has no trainable parameters")
+    extra_loss = getattr(model, "extra_loss", None)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     history = TrainingHistory()
@@ -125,7 +128,10 @@ def fit(
         model.train()
         losses = []
         for batch, labels in train.batches(config.batch_size, generator):
-            loss = F.binary_cross_entropy_with_logits(model(batch), labels[:, columns])
+            logits = model(batch)
+            loss = F.binary_cross_entropy_with_logits(logits, labels[:, columns])
+            if extra_loss is not None:
+                loss = loss + extra_loss(logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,44 +1,44 @@
+"""Test-set predictions of every model of a dataset, their AUCs, the gates' choices and the models' costs.
+
+Models are passed by name; ``roles`` says what each one is: ``pool`` (a trained single-task model),
+``emm`` (the fused model), ``baseline`` (a multi-task model trained end to end) or ``ablation`` (an EMM
+variant of Table II). Tables and figures are drawn from these outputs by the ``report`` stage.
+"""
+
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files, never shown
+import time
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
+from torch import nn
 
 from emm.models.emm import EMM
-from emm.models.mlp import SingleTaskMLP
 from emm.models.tabular import TabularData
 from emm.models.training import predict
 
-FUSED = "emm"
-POOL_AVERAGE = "pool average"
+POOL_ROW = "pool (all models)"
 
 
-def _tasks(feature_schema: dict) -> list[str]:
-    return [task["name"] for task in feature_schema["tasks"]]
+def model_tasks(model: nn.Module) -> list[str]:
+    """The tasks a model predicts, in the order of its outputs."""
+    return list(model.tasks) if hasattr(model, "tasks") else [model.task]
 
 
-def score_models(
-    test: pd.DataFrame, feature_schema: dict, emm_model: EMM, **pool_models: SingleTaskMLP
-) -> pd.DataFrame:
+def score_models(test: pd.DataFrame, feature_schema: dict, **models: nn.Module) -> pd.DataFrame:
     """Test-set probabilities: a column ``<model>.<task>`` per model and task it predicts, and the labels."""
     data = TabularData.from_frame(test, feature_schema)
-    tasks = _tasks(feature_schema)
+    tasks = [task["name"] for task in feature_schema["tasks"]]
     columns = {f"label.{task}": data.labels[:, i].numpy() for i, task in enumerate(tasks)}
-    for name, model in pool_models.items():
-        columns[f"{name}.{model.task}"] = predict(model, data)[:, 0]
-    fused = predict(emm_model, data)
-    columns.update({f"{FUSED}.{task}": fused[:, i] for i, task in enumerate(tasks)})
+    for name, model in models.items():
+        probabilities = predict(model, data)
+        columns.update({f"{name}.{task}": probabilities[:, i] for i, task in enumerate(model_tasks(model))})
     return pd.DataFrame(columns)
 
 
-def _prediction_columns(predictions: pd.DataFrame) -> list[tuple[str, str]]:
+def prediction_columns(predictions: pd.DataFrame) -> list[tuple[str, str]]:
     """(model, task) pairs in column order, labels left out."""
     return [tuple(c.rsplit(".", 1)) for c in predictions.columns if not c.startswith("label.")]
 
@@ -46,48 +46,10 @@ def _prediction_columns(predictions: pd.DataFrame) -> list[tuple[str, str]]:
 def compute_aucs(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
     """AUC keyed by model, then task."""
     aucs: dict[str, dict[str, float]] = {}
-    for model, task in _prediction_columns(predictions):
+    for model, task in prediction_columns(predictions):
         auc = roc_auc_score(predictions[f"label.{task}"], predictions[f"{model}.{task}"])
         aucs.setdefault(model, {})[task] = float(auc)
     return aucs
-
-
-def results_table(aucs: dict[str, dict[str, float]], feature_schema: dict) -> pd.DataFrame:
-    """Table I for one dataset: AUC per model and task, the pool average, EMM's gains over it."""
-    tasks = _tasks(feature_schema)
-    pool = {model: scores for model, scores in aucs.items() if model != FUSED}
-    rows = [{"model": model, **{f"auc_{task}": scores.get(task) for task in tasks}} for model, scores in pool.items()]
-    average = {task: float(np.mean([s[task] for s in pool.values() if task in s])) for task in tasks}
-    best = {task: max(s[task] for s in pool.values() if task in s) for task in tasks}
-    rows.append({"model": POOL_AVERAGE, **{f"auc_{task}": average[task] for task in tasks}})
-    rows.append(
-        {
-            "model": FUSED,
-            **{f"auc_{task}": aucs[FUSED][task] for task in tasks},
-            **{f"gain_vs_pool_average_{task}": aucs[FUSED][task] - average[task] for task in tasks},
-            **{f"gain_vs_best_pool_{task}": aucs[FUSED][task] - best[task] for task in tasks},
-        }
-    )
-    return pd.DataFrame(rows)
-
-
-def results_markdown(table: pd.DataFrame, feature_schema: dict) -> str:
-    """The table as Markdown, the best AUC per task in bold."""
-    tasks = _tasks(feature_schema)
-    header = ["model", *[f"AUC {t}" for t in tasks], *[f"gain {t} (vs pool avg)" for t in tasks]]
-    best = {t: table.loc[table["model"] != POOL_AVERAGE, f"auc_{t}"].max() for t in tasks}
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in table.iterrows():
-        cells = [row["model"]]
-        for task in tasks:
-            value = row[f"auc_{task}"]
-            text = "" if pd.isna(value) else f"{value:.5f}"
-            cells.append(f"**{text}**" if text and value == best[task] and row["model"] != POOL_AVERAGE else text)
-        for task in tasks:
-            gain = row.get(f"gain_vs_pool_average_{task}")
-            cells.append("" if gain is None or pd.isna(gain) else f"{gain:+.5f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def test_metrics(aucs: dict[str, dict[str, float]]) -> dict:
@@ -96,31 +58,6 @@ def test_metrics(aucs: dict[str, dict[str, float]]) -> dict:
         for model, scores in aucs.items()
         for task, auc in scores.items()
     }
-
-
-def plot_roc_curves(predictions: pd.DataFrame, feature_schema: dict) -> Figure:
-    tasks = _tasks(feature_schema)
-    figure, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 5), squeeze=False)
-    for axis, task in zip(axes[0], tasks):
-        labels = predictions[f"label.{task}"]
-        for model, model_task in _prediction_columns(predictions):
-            if model_task != task:
-                continue
-            scores = predictions[f"{model}.{task}"]
-            false_positive, true_positive, _ = roc_curve(labels, scores)
-            style = {"linewidth": 2.2, "color": "black"} if model == FUSED else {"linewidth": 1.2, "alpha": 0.8}
-            axis.plot(false_positive, true_positive, label=f"{model} ({roc_auc_score(labels, scores):.4f})", **style)
-        chance = np.logspace(-4, 0, 50)
-        axis.plot(chance, chance, linestyle=":", color="grey")
-        # At AUCs near 1 the curves differ only at small false-positive rates: a log axis shows where.
-        axis.set_xscale("log")
-        axis.set(
-            title=f"ROC: {task}", xlabel="false positive rate (log scale)", ylabel="true positive rate",
-            xlim=(1e-4, 1), ylim=(0, 1.01),
-        )
-        axis.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    return figure
 
 
 @torch.no_grad()
@@ -158,35 +95,88 @@ def gate_statistics(emm_model: EMM, test: pd.DataFrame, feature_schema: dict, ba
     return {"levels": levels}
 
 
-def plot_gate_statistics(statistics: dict) -> Figure:
-    """One row per level: task-gate weights per component, and MTM's attention on own vs selected task."""
-    levels = statistics["levels"]
-    figure, axes = plt.subplots(len(levels), 2, figsize=(12, 2.8 * len(levels)), squeeze=False)
-    for row, level in zip(axes, levels):
-        gate_axis, attention_axis = row
-        labels, values, colors = [], [], []
-        for index, (task, entry) in enumerate(level["tasks"].items()):
-            for model, weight in entry["task_gate"].items():
-                labels.append(model)
-                values.append(weight)
-                colors.append(f"C{index}")
-        gate_axis.barh(labels, values, color=colors)
-        gate_axis.set(xlim=(0, 1), title=f"level {level['level']}: task gate weight per component (eq. 2)")
-        tasks = list(level["tasks"])
-        if all("attention" in level["tasks"][t] for t in tasks):
-            own = [level["tasks"][t]["attention"]["own"] for t in tasks]
-            picked = [
-                max((share, other) for other, share in level["tasks"][t]["choice_share"].items() if other != t)[1]
-                for t in tasks
-            ]
-            labels = [f"{task}\n(picks {other})" for task, other in zip(tasks, picked)]
-            attention_axis.barh(labels, own, color="C7", label="own task")
-            attention_axis.barh(labels, [1 - o for o in own], left=own, color="C3", label="selected task")
-            attention_axis.set(xlim=(0, 1), title="MTM attention on own vs selected task (eqs. 4-6)")
-        else:
-            attention_axis.set_axis_off()
-    handles, names = axes[0][1].get_legend_handles_labels()
-    if handles:
-        figure.legend(handles, names, loc="upper right", ncol=2, fontsize=8)
-    figure.tight_layout(rect=(0, 0, 1, 0.97))
-    return figure
+def _parameter_counts(model: nn.Module) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
+
+
+@torch.inference_mode()
+def _rows_per_second(models: list[nn.Module], data: TabularData, batch_size: int, repeats: int) -> float:
+    """Best of ``repeats`` timed passes over ``data`` after an untimed one (the first calls of a model are
+    slower while the CPU kernels warm up); several models run one after the other on every batch, as a
+    deployed pool of single-task models would."""
+    for model in models:
+        model.eval()
+    batches = [batch for batch, _ in data.batches(batch_size)]
+    best = float("inf")
+    for attempt in range(repeats + 1):
+        started = time.perf_counter()
+        for batch in batches:
+            for model in models:
+                model(batch)
+        if attempt:
+            best = min(best, time.perf_counter() - started)
+    return len(data) / best
+
+
+MODEL_INPUT, TRAINING_INPUT = "model__", "training__"
+
+
+def measure_costs(
+    test: pd.DataFrame,
+    feature_schema: dict,
+    evaluate_params: dict,
+    roles: dict[str, str],
+    **inputs: nn.Module | dict,
+) -> pd.DataFrame:
+    """Parameters, training seconds and inference throughput (rows/s on CPU) of every model, all measured
+    in this one process and on the same rows; plus a row for the whole pool run side by side.
+
+    ``inputs`` are the models as ``model__<name>`` and their training reports as ``training__<name>``.
+    """
+    models = {key.removeprefix(MODEL_INPUT): value for key, value in inputs.items() if key.startswith(MODEL_INPUT)}
+    training_reports = {
+        key.removeprefix(TRAINING_INPUT): value for key, value in inputs.items() if key.startswith(TRAINING_INPUT)
+    }
+    rows = min(len(test), evaluate_params["throughput_rows"])
+    data = TabularData.from_frame(test.iloc[:rows], feature_schema)
+    batch_size, repeats = evaluate_params["throughput_batch_size"], evaluate_params["throughput_repeats"]
+    table = []
+    for name, model in models.items():
+        counts = _parameter_counts(model)
+        table.append(
+            {
+                "model": name,
+                "role": roles[name],
+                "trainable_parameters": counts["trainable"],
+                "frozen_parameters": counts["frozen"],
+                "train_seconds": training_reports[name]["seconds"] if name in training_reports else np.nan,
+                "rows_per_second": _rows_per_second([model], data, batch_size, repeats),
+            }
+        )
+    pool = [name for name in models if roles[name] == "pool"]
+    if pool:
+        table.append(
+            {
+                "model": POOL_ROW,
+                "role": "pool",
+                "trainable_parameters": sum(row["trainable_parameters"] for row in table if row["model"] in pool),
+                "frozen_parameters": 0,
+                "train_seconds": sum(training_reports[name]["seconds"] for name in pool if name in training_reports),
+                "rows_per_second": _rows_per_second([models[name] for name in pool], data, batch_size, repeats),
+            }
+        )
+    frame = pd.DataFrame(table)
+    frame["throughput_batch_size"] = batch_size
+    frame["threads"] = torch.get_num_threads()
+    return frame
+
+
+def cost_metrics(costs: pd.DataFrame) -> dict:
+    metrics = {}
+    for _, row in costs.iterrows():
+        key = row["model"].replace(" ", "_").replace("(", "").replace(")", "")
+        metrics[f"rows_per_second.{key}"] = {"value": float(row["rows_per_second"]), "step": 0}
+        if not pd.isna(row["train_seconds"]):
+            metrics[f"train_seconds.{key}"] = {"value": float(row["train_seconds"]), "step": 0}
+    return metrics

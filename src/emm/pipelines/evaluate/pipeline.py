@@ -1,29 +1,42 @@
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Pipeline, node
 
 from emm.pipelines.evaluate.nodes import (
+    MODEL_INPUT,
+    TRAINING_INPUT,
     compute_aucs,
+    cost_metrics,
     gate_statistics,
-    plot_gate_statistics,
-    plot_roc_curves,
-    results_markdown,
-    results_table,
+    measure_costs,
     score_models,
     test_metrics,
 )
+from emm.pipelines.inventory import model_inventory
 
 
-def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pipeline:
-    score_inputs = {"test": "test", "feature_schema": "feature_schema", "emm_model": "emm_model"}
-    score_inputs.update({name: f"pool_model_{name}" for name in pool_models or {}})
+def create_pipeline(
+    pool_models: dict | None = None, baseline_models: dict | None = None, ablations: dict | None = None, **kwargs
+) -> Pipeline:
+    """Scores every model the dataset's parameters declare: pool, EMM, baselines and ablations."""
+    inventory = model_inventory(pool_models, baseline_models, ablations)
+    score_inputs = {"test": "test", "feature_schema": "feature_schema"}
+    score_inputs.update({name: entry.dataset for name, entry in inventory.items()})
+    cost_inputs = {"test": "test", "feature_schema": "feature_schema", "evaluate_params": "params:evaluate"}
+    cost_inputs.update({f"{MODEL_INPUT}{name}": entry.dataset for name, entry in inventory.items()})
+    cost_inputs.update(
+        {f"{TRAINING_INPUT}{name}": entry.training_report for name, entry in inventory.items() if entry.training_report}
+    )
+    costs = update_wrapper(
+        partial(measure_costs, roles={name: entry.role for name, entry in inventory.items()}), measure_costs
+    )
     return Pipeline(
         [
             node(score_models, score_inputs, "test_predictions", name="score_models"),
             node(compute_aucs, "test_predictions", "test_aucs", name="compute_aucs"),
-            node(results_table, ["test_aucs", "feature_schema"], "results_table", name="results_table"),
-            node(results_markdown, ["results_table", "feature_schema"], "results_markdown", name="results_markdown"),
             node(test_metrics, "test_aucs", "test_metrics", name="log_test_metrics"),
-            node(plot_roc_curves, ["test_predictions", "feature_schema"], "roc_curves", name="plot_roc_curves"),
             node(gate_statistics, ["emm_model", "test", "feature_schema"], "gate_statistics", name="gate_statistics"),
-            node(plot_gate_statistics, "gate_statistics", "gate_figure", name="plot_gate_statistics"),
+            node(costs, cost_inputs, "model_costs", name="measure_costs"),
+            node(cost_metrics, "model_costs", "cost_metrics", name="log_cost_metrics"),
         ]
     )
