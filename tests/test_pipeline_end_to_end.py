@@ -43,7 +43,7 @@ def tiny_run(base_parameters: dict) -> dict:
                     for name in base["pool"]["models"]
                 }
             },
-            "baselines": {"models": {name: TINY_BASELINES[name] for name in base["baselines"]["models"]}},
+            "baselines": {"models": {name: TINY_BASELINES[name] for name in base.get("baselines", {}).get("models", {})}},
             "evaluate": {"throughput_rows": 2048, "throughput_batch_size": 512, "throughput_repeats": 1},
         }
     return parameters
@@ -212,3 +212,21 @@ def test_bad_raw_file_stops_the_run_and_keeps_earlier_outputs(first_run, tmp_pat
         monkeypatch.undo()
     after = {p: p.read_bytes() for p in (root / "data").rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_results_notebook_runs_headless_on_the_tiny_run(first_run):
+    root, _ = first_run
+    import nbformat
+    from nbclient import NotebookClient
+
+    (root / "notebooks").mkdir(exist_ok=True)
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "results.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root / "notebooks")}}
+    ).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) >= 5  # costs chart, ROC, Figure 3, fusion choices, gate weights
+    markdown = "".join(output["data"].get("text/markdown", "") for output in outputs if "data" in output)
+    assert "| EMM | emm |" in markdown and "baseline+MTM" in markdown and "picks full_time" in markdown
