@@ -138,3 +138,34 @@ def test_saved_model_loads_with_identical_outputs(tmp_path):
 def test_unknown_setting_is_refused():
     with pytest.raises(ValueError, match="attention_width"):
         make_emm(attention_width=3)
+
+
+TABLE_II = {  # row: (use_trained_components, use_mtm)
+    "baseline": (False, False),
+    "baseline+MTM": (False, True),
+    "baseline+p": (True, False),
+    "EMM": (True, True),
+}
+
+
+@pytest.mark.parametrize("row", TABLE_II)
+def test_table_ii_switches_set_what_exists_and_what_is_frozen(row):
+    trained, mtm = TABLE_II[row]
+    pool = heterogeneous_pool()
+    for model in pool.values():
+        warm_up_batch_norm(model)
+    original = {name: p.detach().clone() for name, p in pool["a_small"].named_parameters()}
+    model = EMM(decompose(pool, max_levels=3), ["a", "b"], {"use_trained_components": trained, "use_mtm": mtm})
+    names = [name for name, _ in model.named_parameters()]
+    assert any("fusion_gates" in name for name in names) == mtm
+    assert any("merges" in name for name in names) == mtm
+    assert any("task_gates" in name for name in names)
+    component_parameters = [p for c in model.components() for p in c.parameters()]
+    assert all(p.requires_grad != trained for p in component_parameters)
+    counts = model.parameter_counts()
+    assert (counts["frozen"] == sum(p.numel() for p in component_parameters)) == trained
+    assert (counts["frozen"] == 0) == (not trained)
+    # With trained components, level 1 of a_small computes what the trained model's first layers compute;
+    # from scratch its weights are fresh.
+    first_linear = next(m for m in model.levels[0].components[0][0].modules() if isinstance(m, torch.nn.Linear))
+    assert torch.equal(first_linear.weight, original["body.0.weight"]) == trained
