@@ -79,10 +79,11 @@ def test_unknown_training_setting_is_refused():
 
 def test_pool_node_builds_the_same_model_whatever_ran_before(data, monkeypatch):
     """The first model of a process must not depend on the generator state left by earlier work."""
+    from emm.pipelines import model_training
     from emm.pipelines.train_pool import nodes
 
     built = []
-    monkeypatch.setattr(nodes, "fit", lambda model, *args, **kwargs: built.append(model) or _NoHistory())
+    monkeypatch.setattr(model_training, "fit", lambda model, *args, **kwargs: built.append(model) or _NoHistory())
     schema = {**SCHEMA, "categorical": [{"name": "group", "vocabulary_size": 6}]}
     table = toy_table(200, 3)
     pool = {"embedding_dim": 2, "dropout": 0.0, "batch_norm": True, "activation": "ReLU"}
@@ -95,10 +96,8 @@ def test_pool_node_builds_the_same_model_whatever_ran_before(data, monkeypatch):
 
 
 class _NoHistory:
-    best_validation_auc = {"t": 0.5}
-
     def as_dict(self):
-        return {}
+        return {"best_validation_auc": {"t": 0.5}}
 
 
 class PenalisedModel(SingleTaskMLP):

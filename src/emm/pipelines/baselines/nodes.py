@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 from torch import nn
 
 from emm.models.baselines import build_baseline
-from emm.models.tabular import TabularData, input_signature
-from emm.models.training import TrainingConfig, fit, seed_model_initialisation
-
-logger = logging.getLogger(__name__)
+from emm.models.tabular import input_signature
+from emm.models.training import TrainingConfig
+from emm.pipelines.model_training import train_model
 
 
 def train_baseline(
@@ -32,20 +29,8 @@ def train_baseline(
     overrides = settings.pop("training", {})
     tasks = [task["name"] for task in feature_schema["tasks"]]
     config = TrainingConfig.from_params({**training_params, **overrides})
-    seed_model_initialisation(config.seed)
-    try:
-        model = build_baseline(kind, input_signature(feature_schema), tasks, settings)
-    except ValueError as error:
-        raise ValueError(f"Baseline {name!r}: {error}") from error
-    counts = model.parameter_counts()
-    logger.info("Baseline %s (%s): %d parameters", name, kind, counts["trainable"])
-    history = fit(
-        model,
-        TabularData.from_frame(train, feature_schema),
-        TabularData.from_frame(validation, feature_schema),
-        tasks,
-        config,
-        name=name,
+    signature = input_signature(feature_schema)
+    model, report = train_model(
+        lambda: build_baseline(kind, signature, tasks, settings), train, validation, feature_schema, tasks, config, name
     )
-    report = {"model": name, "kind": kind, "tasks": tasks, **history.as_dict(), "parameters": counts}
-    return model, report
+    return model, {**report, "kind": kind}

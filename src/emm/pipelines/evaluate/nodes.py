@@ -18,6 +18,7 @@ from torch import nn
 from emm.models.emm import EMM
 from emm.models.tabular import TabularData
 from emm.models.training import predict
+from emm.pipelines.model_training import parameter_counts
 
 POOL_ROW = "pool (all models)"
 
@@ -95,11 +96,6 @@ def gate_statistics(emm_model: EMM, test: pd.DataFrame, feature_schema: dict, ba
     return {"levels": levels}
 
 
-def _parameter_counts(model: nn.Module) -> dict[str, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
-
-
 @torch.inference_mode()
 def _rows_per_second(models: list[nn.Module], data: TabularData, batch_size: int, repeats: int) -> float:
     """Best of ``repeats`` timed passes over ``data`` after an untimed one (the first calls of a model are
@@ -143,7 +139,7 @@ def measure_costs(
     batch_size, repeats = evaluate_params["throughput_batch_size"], evaluate_params["throughput_repeats"]
     table = []
     for name, model in models.items():
-        counts = _parameter_counts(model)
+        counts = parameter_counts(model)
         table.append(
             {
                 "model": name,

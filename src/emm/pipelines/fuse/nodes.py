@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 
 from emm.models.decomposition import Decomposition
 from emm.models.emm import EMM
-from emm.models.tabular import TabularData
-from emm.models.training import TrainingConfig, fit, seed_model_initialisation
-
-logger = logging.getLogger(__name__)
+from emm.models.training import TrainingConfig
+from emm.pipelines.model_training import train_model
 
 TRAINING_DATA = ("fusion_train", "train")
 
@@ -34,20 +30,8 @@ def train_fused_model(
     config = TrainingConfig.from_params(
         {**training_params, **fuse_params.get("training", {}), **variant.get("training", {})}
     )
-    seed_model_initialisation(config.seed)
-    try:
-        model = EMM(components, tasks, {**fuse_params["model"], **variant.get("model", {})})
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from error
-    counts = model.parameter_counts()
-    logger.info("%s: %d trainable and %d frozen parameters", name, counts["trainable"], counts["frozen"])
-    history = fit(
-        model,
-        TabularData.from_frame(train, feature_schema),
-        TabularData.from_frame(validation, feature_schema),
-        tasks,
-        config,
-        name=name,
+    settings = {**fuse_params["model"], **variant.get("model", {})}
+    model, report = train_model(
+        lambda: EMM(components, tasks, settings), train, validation, feature_schema, tasks, config, name
     )
-    report = {"model": name, "tasks": tasks, "config": model.config, **history.as_dict(), "parameters": counts}
-    return model, report
+    return model, {**report, "config": model.config}

@@ -201,7 +201,10 @@ def plot_fusion_choices(choices: pd.DataFrame) -> Figure:
     """A heat map per level: row = task whose fusion gate chooses, column = task chosen, colour = share."""
     tasks = list(dict.fromkeys(choices["task"]))
     levels = sorted(choices["level"].unique())
-    figure, axes = plt.subplots(1, len(levels), figsize=(1.2 + 1.6 * len(tasks) * len(levels), 1.0 + 1.0 * len(tasks)), squeeze=False)
+    side = 1.6 + 0.9 * len(tasks)
+    figure, axes = plt.subplots(
+        1, len(levels), figsize=(side * len(levels) + 1.0, side + 0.6), squeeze=False, layout="constrained"
+    )
     for axis, level in zip(axes[0], levels):
         matrix = np.full((len(tasks), len(tasks)), np.nan)
         for _, row in choices[choices["level"] == level].iterrows():
@@ -214,7 +217,7 @@ def plot_fusion_choices(choices: pd.DataFrame) -> Figure:
         axis.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
         axis.set_yticks(range(len(tasks)), tasks, fontsize=8)
         axis.set(title=f"level {level}", xlabel="task picked", ylabel="task choosing" if level == levels[0] else None)
-    figure.colorbar(image, ax=axes[0].tolist(), fraction=0.03, label="share of test samples")
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="share of test samples")
     return figure
 
 

@@ -5,8 +5,9 @@ import logging
 import pandas as pd
 
 from emm.models.mlp import SingleTaskMLP, pool_model_spec
-from emm.models.tabular import TabularData, input_signature
-from emm.models.training import TrainingConfig, fit, seed_model_initialisation
+from emm.models.tabular import input_signature
+from emm.models.training import TrainingConfig
+from emm.pipelines.model_training import train_model
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +37,8 @@ def train_pool_model(
         activation=model_params.get("activation", pool_params["activation"]),
     )
     config = TrainingConfig.from_params({**training_params, **model_params.get("training", {})})
-    seed_model_initialisation(config.seed)
-    model = SingleTaskMLP(spec)
-    history = fit(
-        model,
-        TabularData.from_frame(train, feature_schema),
-        TabularData.from_frame(validation, feature_schema),
-        [task],
-        config,
-        name=name,
+    model, report = train_model(
+        lambda: SingleTaskMLP(spec), train, validation, feature_schema, [task], config, name
     )
-    logger.info("Pool model %s: best validation AUC %.5f", name, history.best_validation_auc[task])
-    report = {
-        "model": name,
-        "task": task,
-        **history.as_dict(),
-        "parameters": {"total": sum(p.numel() for p in model.parameters())},
-    }
-    return model, report
+    logger.info("Pool model %s: best validation AUC %.5f", name, report["best_validation_auc"][task])
+    return model, {**report, "task": task}

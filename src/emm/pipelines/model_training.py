@@ -1,0 +1,50 @@
+"""What every training node does: build a model from a seeded generator, train it by the one training loop
+on the encoded tables, and report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+from torch import nn
+
+from emm.models.tabular import TabularData
+from emm.models.training import TrainingConfig, fit, seed_model_initialisation
+
+logger = logging.getLogger(__name__)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
+
+
+def train_model(
+    build: Callable[[], nn.Module],
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    feature_schema: dict,
+    tasks: list[str],
+    config: TrainingConfig,
+    name: str,
+) -> tuple[nn.Module, dict]:
+    """``build()`` runs right after seeding, so a model starts from the same weights whatever ran before it
+    in the process; a ``ValueError`` from it is re-raised naming the model. Returns the trained model and
+    its report: the training history, tasks and parameter counts."""
+    seed_model_initialisation(config.seed)
+    try:
+        model = build()
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from error
+    counts = parameter_counts(model)
+    logger.info("%s: %d trainable and %d frozen parameters", name, counts["trainable"], counts["frozen"])
+    history = fit(
+        model,
+        TabularData.from_frame(train, feature_schema),
+        TabularData.from_frame(validation, feature_schema),
+        tasks,
+        config,
+        name=name,
+    )
+    return model, {"model": name, "tasks": tasks, **history.as_dict(), "parameters": counts}
