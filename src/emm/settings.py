@@ -11,7 +11,10 @@ from emm.hooks import TrackingHook
 for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
     os.environ.setdefault(_variable, "true")
 
+# TrackingHook replaces kedro-mlflow's own hook (it fixes its error handler); the plugin's auto-registered
+# hook is disabled, or every `kedro run` would open two MLflow runs, one of them empty.
 HOOKS = (TrackingHook(),)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
