@@ -14,6 +14,7 @@ from torch import nn
 from emm.models.akf import AKF, LevelDiagnostics
 from emm.models.decomposition import Decomposition
 from emm.models.tabular import FeatureEmbedding, TabularBatch
+from emm.models.training import parameter_counts
 
 KIND = "emm"
 
@@ -116,9 +117,7 @@ class EMM(nn.Module):
         return self.forward_with_diagnostics(batch)[0]
 
     def parameter_counts(self) -> dict[str, int]:
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
-        return {"trainable": trainable, "frozen": frozen}
+        return parameter_counts(self)
 
     def to_payload(self) -> dict:
         return {

@@ -67,6 +67,12 @@ class TrainingHistory:
         }
 
 
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters the training loop updates (``trainable``) and those it leaves alone (``frozen``)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
+
+
 def seed_model_initialisation(seed: int) -> None:
     """Seed the global generator that ``nn.Module`` constructors draw initial weights from.
 

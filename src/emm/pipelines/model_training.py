@@ -10,14 +10,9 @@ import pandas as pd
 from torch import nn
 
 from emm.models.tabular import TabularData
-from emm.models.training import TrainingConfig, fit, seed_model_initialisation
+from emm.models.training import TrainingConfig, fit, parameter_counts, seed_model_initialisation
 
 logger = logging.getLogger(__name__)
-
-
-def parameter_counts(model: nn.Module) -> dict[str, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": trainable, "frozen": sum(p.numel() for p in model.parameters()) - trainable}
 
 
 def train_model(

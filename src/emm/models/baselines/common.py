@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from emm.models.layers import build_layer, mlp_layer_specs
 from emm.models.tabular import FeatureEmbedding
+from emm.models.training import parameter_counts
 
 # The settings every baseline reads; each model's DEFAULT_CONFIG adds its own and may change these defaults.
 COMMON_CONFIG = {
@@ -110,8 +111,8 @@ class MultiTaskBaseline(nn.Module):
         self.embedding = FeatureEmbedding(signature, self.config["embedding_dim"])
 
     def parameter_counts(self) -> dict[str, int]:
-        # Baselines train every parameter; "frozen" is kept so that they report like EMM does.
-        return {"trainable": sum(p.numel() for p in self.parameters()), "frozen": 0}
+        # Baselines train every parameter, so "frozen" is 0; the keys are EMM's, for tables side by side.
+        return parameter_counts(self)
 
     def to_payload(self) -> dict:
         return {

@@ -1,7 +1,6 @@
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
+from emm.pipelines import bind
 from emm.pipelines.fuse.nodes import TRAINING_DATA, train_fused_model
 from emm.pipelines.tracking import training_metrics
 
@@ -15,7 +14,7 @@ def create_pipeline(ablations: dict[str, dict] | None = None, **kwargs) -> Pipel
         data = variant.get("training_data", "fusion_train")
         if data not in TRAINING_DATA:
             raise ValueError(f"Ablation {name!r}: training_data must be one of {TRAINING_DATA}, got {data!r}")
-        train = update_wrapper(partial(train_fused_model, name=f"ablation_{name}"), train_fused_model)
+        train = bind(train_fused_model, name=f"ablation_{name}")
         nodes += [
             node(
                 train,

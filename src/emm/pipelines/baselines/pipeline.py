@@ -1,7 +1,6 @@
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
+from emm.pipelines import bind
 from emm.pipelines.baselines.nodes import train_baseline
 from emm.pipelines.tracking import training_metrics
 
@@ -11,7 +10,7 @@ def create_pipeline(baseline_models: dict[str, dict] | None = None, **kwargs) ->
     training file: the rows the pool and the fusion of EMM share between them."""
     nodes = []
     for name in baseline_models or {}:
-        train = update_wrapper(partial(train_baseline, name=name), train_baseline)
+        train = bind(train_baseline, name=name)
         nodes += [
             node(
                 train,

@@ -17,8 +17,7 @@ from torch import nn
 
 from emm.models.emm import EMM
 from emm.models.tabular import TabularData
-from emm.models.training import predict
-from emm.pipelines.model_training import parameter_counts
+from emm.models.training import parameter_counts, predict
 
 POOL_ROW = "pool (all models)"
 

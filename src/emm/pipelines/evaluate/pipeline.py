@@ -1,6 +1,6 @@
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
+
+from emm.pipelines import bind
 
 from emm.pipelines.evaluate.nodes import (
     MODEL_INPUT,
@@ -27,9 +27,7 @@ def create_pipeline(
     cost_inputs.update(
         {f"{TRAINING_INPUT}{name}": entry.training_report for name, entry in inventory.items() if entry.training_report}
     )
-    costs = update_wrapper(
-        partial(measure_costs, roles={name: entry.role for name, entry in inventory.items()}), measure_costs
-    )
+    costs = bind(measure_costs, roles={name: entry.role for name, entry in inventory.items()})
     return Pipeline(
         [
             node(score_models, score_inputs, "test_predictions", name="score_models"),

@@ -60,6 +60,7 @@ def auc_markdown(table: pd.DataFrame, feature_schema: dict) -> str:
     average is not ranked), gains with their sign."""
     tasks = _tasks(feature_schema)
     ranked = table[table["model"] != POOL_AVERAGE]
+    best_two = {task: sorted(ranked[f"auc_{task}"].dropna().unique(), reverse=True)[:2] for task in tasks}
     header = ["model", "role", *[f"AUC {t}" for t in tasks]]
     has_gains = any(f"gain_{t}" in table for t in tasks)
     if has_gains:
@@ -72,11 +73,10 @@ def auc_markdown(table: pd.DataFrame, feature_schema: dict) -> str:
             if pd.isna(value):
                 cells.append("")
                 continue
-            order = sorted(ranked[f"auc_{task}"].dropna().unique(), reverse=True)
             text = f"{value:.5f}"
-            if row["model"] != POOL_AVERAGE and value == order[0]:
+            if row["model"] != POOL_AVERAGE and value == best_two[task][0]:
                 text = f"**{text}**"
-            elif row["model"] != POOL_AVERAGE and len(order) > 1 and value == order[1]:
+            elif row["model"] != POOL_AVERAGE and value in best_two[task][1:]:
                 text = f"*{text}*"
             cells.append(text)
         if has_gains:

@@ -1,7 +1,6 @@
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
+from emm.pipelines import bind
 from emm.pipelines.inventory import model_inventory
 from emm.pipelines.report.nodes import (
     ablation_table,
@@ -16,10 +15,6 @@ from emm.pipelines.report.nodes import (
     plot_gate_statistics,
     plot_roc_curves,
 )
-
-
-def _bind(function, **values):
-    return update_wrapper(partial(function, **values), function)
 
 
 def create_pipeline(
@@ -37,15 +32,15 @@ def create_pipeline(
         "roles": {name: entry.role for name, entry in inventory.items()},
     }
     nodes = [
-        node(_bind(comparison_table, **names), ["test_aucs", "feature_schema"], "table_1", name="table_1"),
+        node(bind(comparison_table, **names), ["test_aucs", "feature_schema"], "table_1", name="table_1"),
         node(auc_markdown, ["table_1", "feature_schema"], "table_1_markdown", name="table_1_markdown"),
-        node(_bind(cost_markdown, labels=names["labels"]), "model_costs", "cost_table", name="cost_table"),
-        node(_bind(plot_roc_curves, **names), ["test_predictions", "feature_schema"], "roc_curves_figure", name="plot_roc_curves"),
+        node(bind(cost_markdown, labels=names["labels"]), "model_costs", "cost_table", name="cost_table"),
+        node(bind(plot_roc_curves, **names), ["test_predictions", "feature_schema"], "roc_curves_figure", name="plot_roc_curves"),
         node(plot_gate_statistics, "gate_statistics", "gate_weights_figure", name="plot_gate_statistics"),
     ]
     if ablations:
         nodes += [
-            node(_bind(ablation_table, **names), ["test_aucs", "feature_schema"], "table_2", name="table_2"),
+            node(bind(ablation_table, **names), ["test_aucs", "feature_schema"], "table_2", name="table_2"),
             node(auc_markdown, ["table_2", "feature_schema"], "table_2_markdown", name="table_2_markdown"),
         ]
     if fusion_gates:
@@ -71,7 +66,7 @@ def create_adaptability_pipeline(runs: dict[str, dict]) -> Pipeline:
     }
     return Pipeline(
         [
-            node(_bind(adaptability_table, roles=roles), {run: f"{run}_test_aucs" for run in runs}, "table", name="table"),
+            node(bind(adaptability_table, roles=roles), {run: f"{run}_test_aucs" for run in runs}, "table", name="table"),
             node(plot_adaptability, "table", "figure_3", name="plot_figure_3"),
         ],
         namespace="adaptability",

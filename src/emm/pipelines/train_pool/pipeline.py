@@ -1,7 +1,6 @@
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Pipeline, node
 
+from emm.pipelines import bind
 from emm.pipelines.tracking import training_metrics
 from emm.pipelines.train_pool.nodes import train_pool_model
 
@@ -13,7 +12,7 @@ def create_pipeline(pool_models: dict[str, dict] | None = None, **kwargs) -> Pip
     for name, model_params in (pool_models or {}).items():
         if model_params.get("pretrained", False):
             continue
-        train = update_wrapper(partial(train_pool_model, name=name), train_pool_model)
+        train = bind(train_pool_model, name=name)
         nodes += [
             node(
                 train,
