@@ -1,6 +1,16 @@
 """Kedro datasets of the project."""
 
+from emm.datasets.ali_ccp import AliCCPCSVDataset, AliCCPRawDataset
+from emm.datasets.aliexpress import AliExpressDataset
 from emm.datasets.census_income import CensusIncomeRawDataset
+from emm.datasets.parquet_table import ParquetTableDataset
 from emm.datasets.torch_model import TorchModelDataset
 
-__all__ = ["CensusIncomeRawDataset", "TorchModelDataset"]
+__all__ = [
+    "AliCCPCSVDataset",
+    "AliCCPRawDataset",
+    "AliExpressDataset",
+    "CensusIncomeRawDataset",
+    "ParquetTableDataset",
+    "TorchModelDataset",
+]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from functools import cached_property
+from typing import NamedTuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from emm.tables import ParquetTable
 
 
 class TabularBatch(NamedTuple):
@@ -31,13 +34,7 @@ class TabularData:
     @classmethod
     def from_frame(cls, table: pd.DataFrame, schema: dict) -> TabularData:
         """Select the schema's columns from an encoded table (see ``data_processing``)."""
-        categorical_columns = [column["name"] for column in schema["categorical"]]
-        label_columns = [task["label_column"] for task in schema["tasks"]]
-        missing = [
-            c for c in categorical_columns + schema["dense"] + label_columns if c not in table.columns
-        ]
-        if missing:
-            raise KeyError(f"Encoded table lacks the schema's columns {missing}")
+        categorical_columns, label_columns = schema_columns(table.columns, schema)
         return cls(
             categorical=torch.as_tensor(table[categorical_columns].to_numpy(np.int64, copy=True)),
             dense=torch.as_tensor(table[schema["dense"]].to_numpy(np.float32, copy=True)),
@@ -47,6 +44,9 @@ class TabularData:
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    def rows(self, index: torch.Tensor | slice) -> TabularData:
+        return TabularData(self.categorical[index], self.dense[index], self.labels[index], self.task_names)
 
     def batch(self, index: torch.Tensor | slice) -> tuple[TabularBatch, torch.Tensor]:
         return TabularBatch(self.categorical[index], self.dense[index]), self.labels[index]
@@ -67,6 +67,94 @@ class TabularData:
         if task not in self.task_names:
             raise KeyError(f"Task {task!r} is not one of the data's tasks {self.task_names}")
         return self.task_names.index(task)
+
+
+def schema_columns(columns, schema: dict) -> tuple[list[str], list[str]]:
+    """The schema's categorical and label columns, checked against a table's ``columns``."""
+    categorical_columns = [column["name"] for column in schema["categorical"]]
+    label_columns = [task["label_column"] for task in schema["tasks"]]
+    missing = [c for c in categorical_columns + schema["dense"] + label_columns if c not in set(columns)]
+    if missing:
+        raise KeyError(f"Encoded table lacks the schema's columns {missing}")
+    return categorical_columns, label_columns
+
+
+class StreamingTabularData:
+    """An encoded table read from Parquet a row group at a time, never whole: the ``TabularData`` interface
+    for tables larger than memory.
+
+    Shuffled batches come from row groups taken in a random order and mixed in a buffer of
+    ``shuffle_buffer_rows`` rows, so memory holds the buffer (plus one row group), whatever the table's size.
+    """
+
+    def __init__(self, table: ParquetTable, schema: dict, shuffle_buffer_rows: int = 262144):
+        self.table = table
+        self.schema = schema
+        self.shuffle_buffer_rows = shuffle_buffer_rows
+        self._categorical_columns, self._label_columns = schema_columns(table.columns, schema)
+        self._columns = self._categorical_columns + schema["dense"] + self._label_columns
+        self.task_names = [task["name"] for task in schema["tasks"]]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        """[N, n_tasks]: the label columns alone, which fit in memory when the features do not."""
+        return torch.as_tensor(self.table.read(self._label_columns).to_numpy(np.float32, copy=True))
+
+    def task_index(self, task: str) -> int:
+        if task not in self.task_names:
+            raise KeyError(f"Task {task!r} is not one of the data's tasks {self.task_names}")
+        return self.task_names.index(task)
+
+    def _row_group(self, row_group: tuple[int, int]) -> TabularData:
+        return TabularData.from_frame(self.table.read_row_group(row_group, self._columns), self.schema)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[TabularBatch, torch.Tensor]]:
+        """Mini-batches shuffled through the buffer with ``generator``, or in table order without one."""
+        row_groups = self.table.row_groups
+        if generator is not None:
+            row_groups = [row_groups[i] for i in torch.randperm(len(row_groups), generator=generator)]
+        threshold = self.shuffle_buffer_rows if generator is not None else batch_size
+        buffer: TabularData | None = None
+        for row_group in row_groups:
+            buffer = _concatenate(buffer, self._row_group(row_group))
+            if len(buffer) < threshold:
+                continue
+            usable = len(buffer) - len(buffer) % batch_size  # the rest waits for the next row group
+            yield from buffer.rows(slice(0, usable)).batches(batch_size, generator)
+            buffer = buffer.rows(slice(usable, None))
+        if buffer is not None and len(buffer):
+            yield from buffer.batches(batch_size, generator)
+
+
+def _concatenate(first: TabularData | None, second: TabularData) -> TabularData:
+    if first is None or not len(first):
+        return second
+    return TabularData(
+        torch.cat([first.categorical, second.categorical]),
+        torch.cat([first.dense, second.dense]),
+        torch.cat([first.labels, second.labels]),
+        first.task_names,
+    )
+
+
+Table = Union[pd.DataFrame, ParquetTable]
+
+
+def tabular_data(
+    table: Table, schema: dict, max_in_memory_rows: int | None = None, shuffle_buffer_rows: int = 262144
+) -> TabularData | StreamingTabularData:
+    """An encoded table as model input: in memory when it has at most ``max_in_memory_rows`` rows (no
+    limit when None), else streamed from its Parquet files."""
+    if isinstance(table, pd.DataFrame):
+        return TabularData.from_frame(table, schema)
+    if max_in_memory_rows is None or len(table) <= max_in_memory_rows:
+        return TabularData.from_frame(table.read(), schema)
+    return StreamingTabularData(table, schema, shuffle_buffer_rows)
 
 
 def input_signature(schema: dict) -> dict:

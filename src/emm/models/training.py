@@ -20,7 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from emm.models.tabular import TabularData
+from emm.models.tabular import StreamingTabularData, TabularData
+
+ModelInput = TabularData | StreamingTabularData
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ class TrainingConfig:
     seed: int = 42
     eval_batch_size: int = 8192
     progress_bar: bool = True
+    # Tables with more rows are streamed from their Parquet files (emm.models.tabular); None: always in memory.
+    max_in_memory_rows: int | None = None
+    shuffle_buffer_rows: int = 262144
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingConfig:
@@ -52,6 +57,7 @@ class TrainingHistory:
     validation_auc: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     seconds: float = 0.0
+    train_rows_per_second: float = 0.0  # training steps only, validation left out
 
     @property
     def best_validation_auc(self) -> dict[str, float]:
@@ -64,6 +70,7 @@ class TrainingHistory:
             "best_epoch": self.best_epoch,
             "best_validation_auc": self.best_validation_auc,
             "seconds": self.seconds,
+            "train_rows_per_second": self.train_rows_per_second,
         }
 
 
@@ -83,7 +90,7 @@ def seed_model_initialisation(seed: int) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TabularData, batch_size: int = 8192) -> np.ndarray:
+def predict(model: nn.Module, data: ModelInput, batch_size: int = 8192) -> np.ndarray:
     """Probabilities [N, n_model_tasks] in table order, the model in eval mode."""
     was_training = model.training
     model.eval()
@@ -92,14 +99,30 @@ def predict(model: nn.Module, data: TabularData, batch_size: int = 8192) -> np.n
     return torch.cat(chunks).numpy()
 
 
+def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """ROC AUC, or NaN where the labels hold one class only (a tiny sample's rare task)."""
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, probabilities))
+
+
 def auc_per_task(labels: np.ndarray, probabilities: np.ndarray, tasks: list[str]) -> dict[str, float]:
-    return {task: float(roc_auc_score(labels[:, i], probabilities[:, i])) for i, task in enumerate(tasks)}
+    return {task: auc(labels[:, i], probabilities[:, i]) for i, task in enumerate(tasks)}
+
+
+def _selection_score(aucs: dict[str, float], name: str) -> float:
+    """Mean validation AUC over the tasks where it is defined."""
+    defined = [value for value in aucs.values() if not np.isnan(value)]
+    if not defined:
+        logger.warning("%s: no task has both classes in the validation set, epochs cannot be compared: the first is kept", name)
+        return 0.0
+    return float(np.mean(defined))
 
 
 def fit(
     model: nn.Module,
-    train: TabularData,
-    validation: TabularData,
+    train: ModelInput,
+    validation: ModelInput,
     tasks: list[str],
     config: TrainingConfig,
     name: str = "model",
@@ -120,7 +143,7 @@ def fit(
 
     history = TrainingHistory()
     best_score, best_state, stale_epochs = -np.inf, None, 0
-    started = time.perf_counter()
+    started, training_seconds, rows_seen = time.perf_counter(), 0.0, 0
     n_batches = -(-len(train) // config.batch_size)
     bar = tqdm(
         total=config.max_epochs * n_batches,
@@ -133,7 +156,10 @@ def fit(
     for epoch in range(config.max_epochs):
         model.train()
         losses = []
+        epoch_started = time.perf_counter()
         for batch, labels in train.batches(config.batch_size, generator):
+            if len(labels) < 2:  # BatchNorm cannot train on one row (a table's last, odd row)
+                continue
             logits = model(batch)
             loss = F.binary_cross_entropy_with_logits(logits, labels[:, columns])
             if extra_loss is not None:
@@ -142,11 +168,13 @@ def fit(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            rows_seen += len(labels)
             bar.update()
             if len(losses) % 50 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+        training_seconds += time.perf_counter() - epoch_started
         aucs = auc_per_task(validation_labels, predict(model, validation, config.eval_batch_size), tasks)
-        score = float(np.mean(list(aucs.values())))
+        score = _selection_score(aucs, name)
         history.train_loss.append(float(np.mean(losses)))
         history.validation_auc.append(aucs)
         improved = score > best_score
@@ -169,4 +197,5 @@ def fit(
     bar.close()
     model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - started
+    history.train_rows_per_second = rows_seen / training_seconds
     return history

@@ -1,4 +1,11 @@
-"""Thin, pure preprocessing nodes: tasks and columns come from parameters, nothing is Census-specific.
+"""Thin, pure preprocessing nodes: tasks and columns come from parameters, nothing is dataset-specific.
+
+Two ways through, one encoding: tables that fit in memory (Census-Income) are read whole and split
+stratified on the first task; large ones (``data_processing.streaming: true``: Ali-CCP, AliExpress) are
+read chunk by chunk from their raw source, encoders fitted in one pass, rows encoded and written to
+partitioned Parquet in a second, each row drawn into pool / fusion / validation rows by a seeded generator
+per chunk (the same draw in both passes). Memory then holds one chunk plus the encoders' counts per distinct
+value, whatever the number of rows.
 
 Encoders are fitted on the training file only. Categorical codes: 1..n for the values seen in training,
 0 for any other value. Dense columns: optionally log1p, then standardised with training mean and std; and,
@@ -16,6 +23,8 @@ import logging
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
+
+from emm.tables import ParquetTable, TableChunks, rechunk
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +142,9 @@ def split_validation_test(encoded: pd.DataFrame, encoders: dict, params: dict) -
     return _split_on_first_task(encoded, encoders, params["seed"], train_size=params["validation_fraction"])
 
 
-def split_pool_fusion(train: pd.DataFrame, encoders: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_pool_fusion(
+    train: pd.DataFrame | ParquetTable, encoders: dict, params: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows the pool models train on, and rows held out of the pool for training the fusion.
 
     A fused model trained on the rows its frozen components were fitted to learns to trust features that
@@ -141,6 +152,8 @@ def split_pool_fusion(train: pd.DataFrame, encoders: dict, params: dict) -> tupl
     from elsewhere, has no such overlap. ``fusion_fraction`` of the training file, stratified on the first
     task, is kept away from the pool; 0 gives both stages the whole file.
     """
+    if isinstance(train, ParquetTable):
+        train = train.read()
     fraction = params["fusion_fraction"]
     if fraction == 0:
         return train, train
@@ -160,8 +173,10 @@ def _split_on_first_task(
     return first.reset_index(drop=True), second.reset_index(drop=True)
 
 
-def build_feature_schema(encoders: dict, train: pd.DataFrame) -> dict:
+def build_feature_schema(encoders: dict, train: pd.DataFrame | ParquetTable) -> dict:
     """What models need to know about the encoded tables: columns, vocabularies, tasks."""
+    label_columns = [label_column(task["name"]) for task in encoders["tasks"]]
+    labels = train.read(label_columns) if isinstance(train, ParquetTable) else train[label_columns]
     schema = {
         "categorical": [
             {"name": column, "vocabulary_size": len(vocabulary) + 1}
@@ -176,7 +191,7 @@ def build_feature_schema(encoders: dict, train: pd.DataFrame) -> dict:
             {
                 **task,
                 "label_column": label_column(task["name"]),
-                "train_positive_rate": float(train[label_column(task["name"])].mean()),
+                "train_positive_rate": float(labels[label_column(task["name"])].mean()),
             }
             for task in encoders["tasks"]
         ],
@@ -188,3 +203,120 @@ def build_feature_schema(encoders: dict, train: pd.DataFrame) -> dict:
         {t["name"]: round(t["train_positive_rate"], 4) for t in schema["tasks"]},
     )
     return schema
+
+
+# --- streaming: tables larger than memory ---------------------------------------------------------------
+SPLIT_COLUMN = "split"
+POOL, FUSION, VALIDATION = 0, 1, 2
+
+
+def _source_chunks(raw, params: dict):
+    """The raw source's chunks; ``data_processing.source`` holds the reader's options (AliExpress: countries)."""
+    return raw.chunks(**(params.get("source") or {}))
+
+
+def row_splits(chunk_index: int, n_rows: int, params: dict) -> np.ndarray:
+    """Each row of a chunk drawn into the validation rows (``validation_fraction``), else the fusion rows
+    (``fusion_fraction`` of the rest) or the pool rows; seeded per chunk, so every pass draws the same."""
+    draws = np.random.default_rng([params["seed"], chunk_index]).random(n_rows)
+    validation, fusion = params["validation_fraction"], params["fusion_fraction"]
+    fusion_limit = validation + (1 - validation) * fusion
+    return np.where(draws < validation, VALIDATION, np.where(draws < fusion_limit, FUSION, POOL)).astype(np.int8)
+
+
+def fit_streaming_encoders(raw_train, params: dict) -> dict:
+    """``fit_encoders`` in one pass over the raw chunks, validation rows left out. Categorical values seen
+    fewer than ``min_count`` times share code 0 with unseen ones; dense columns are standardised."""
+    tasks = params["tasks"]
+    if not tasks:
+        raise ValueError("At least one task must be declared under data_processing.tasks")
+    if params.get("value_codes"):
+        raise ValueError("value_codes are fitted on tables held in memory; remove them or set streaming: false")
+    task_columns = [task["column"] for task in tasks]
+    log_scaled = set(params.get("log_scaled_columns", []))
+    counts: dict[str, pd.Series] = {}
+    sums: dict[str, np.ndarray] = {}
+    positives = dict.fromkeys(task_columns, 0)
+    rows, columns = 0, None
+    for index, chunk in enumerate(_source_chunks(raw_train, params)):
+        if columns is None:
+            columns = list(chunk.columns)
+            _require_columns(chunk, task_columns, "Task label columns")
+            _require_columns(chunk, params["dense_columns"], "Dense columns")
+            _require_columns(chunk, params.get("drop_columns", []), "Columns to drop")
+            excluded = set(params.get("drop_columns", [])) | set(task_columns) | set(params["dense_columns"])
+            categorical = [column for column in columns if column not in excluded]
+        elif list(chunk.columns) != columns:
+            raise ValueError(f"Chunk {index} of the raw training data has columns {list(chunk.columns)}, not {columns}")
+        chunk = chunk[row_splits(index, len(chunk), params) != VALIDATION]
+        rows += len(chunk)
+        for column in categorical:
+            seen = chunk[column].value_counts()
+            counts[column] = seen if column not in counts else counts[column].add(seen, fill_value=0)
+        for column in params["dense_columns"]:
+            values = _numeric(chunk, column)
+            if column in log_scaled:
+                if (values < 0).any():
+                    raise ValueError(f"Dense column {column!r} has negative values and cannot be log-scaled")
+                values = np.log1p(values)
+            sums[column] = sums.get(column, 0) + np.array([values.sum(), np.square(values).sum()])
+        for task in tasks:
+            positives[task["column"]] += int(chunk[task["column"]].isin(task["positive"]).sum())
+    if columns is None or rows == 0:
+        raise ValueError("The raw training data has no rows outside the validation rows")
+    for task in tasks:
+        if positives[task["column"]] in (0, rows):
+            raise ValueError(
+                f"Task {task['name']!r}: column {task['column']!r} has {positives[task['column']]} of {rows} "
+                f"training rows with a positive value {task['positive']}"
+            )
+    min_count = params.get("min_count", 1)
+    dense = {}
+    for column, (total, squares) in sums.items():
+        mean = total / rows
+        dense[column] = {
+            "log1p": column in log_scaled,
+            "mean": float(mean),
+            "std": float(np.sqrt(max(squares / rows - mean**2, 0.0))) or 1.0,
+        }
+    logger.info("Fitted encoders on %d training rows (validation rows left out)", rows)
+    return {
+        "categorical": {
+            column: sorted(seen[seen >= min_count].index.tolist()) for column, seen in counts.items()
+        },
+        "dense": dense,
+        "value_codes": {},
+        "tasks": [{"name": t["name"], "column": t["column"], "positive": list(t["positive"])} for t in tasks],
+    }
+
+
+def encode_training_rows(raw_train, encoders: dict, params: dict) -> TableChunks:
+    """The training file encoded chunk by chunk, with each row's ``split`` (pool, fusion or validation)."""
+
+    def chunks():
+        for index, chunk in enumerate(_source_chunks(raw_train, params)):
+            encoded = encode_table(chunk, encoders)
+            encoded[SPLIT_COLUMN] = row_splits(index, len(chunk), params)
+            yield encoded
+
+    return TableChunks(chunks)
+
+
+def encode_rows(raw, encoders: dict, params: dict) -> TableChunks:
+    """A raw file encoded chunk by chunk."""
+    return TableChunks(lambda: (encode_table(chunk, encoders) for chunk in _source_chunks(raw, params)))
+
+
+def split_encoded_rows(encoded_train: ParquetTable, params: dict) -> tuple[TableChunks, ...]:
+    """The encoded training file's rows as four tables: ``train`` (pool and fusion rows, for models trained
+    on everything), ``pool_train``, ``fusion_train`` and ``validation``; each read and written in chunks."""
+
+    def rows_of(splits: tuple[int, ...]) -> TableChunks:
+        def chunks():
+            for chunk in encoded_train.iter_chunks():
+                kept = chunk[chunk[SPLIT_COLUMN].isin(splits)]
+                yield kept.drop(columns=SPLIT_COLUMN).reset_index(drop=True)
+
+        return TableChunks(lambda: rechunk(chunks(), params.get("chunk_rows", 262144)))
+
+    return rows_of((POOL, FUSION)), rows_of((POOL,)), rows_of((FUSION,)), rows_of((VALIDATION,))

@@ -12,14 +12,18 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from emm.models.emm import EMM
-from emm.models.tabular import TabularData
-from emm.models.training import parameter_counts, predict
+from emm.models.tabular import Table, TabularData, tabular_data
+from emm.models.training import auc, parameter_counts, predict
 
 POOL_ROW = "pool (all models)"
+
+
+def _streamed(test: Table, feature_schema: dict):
+    """The test table as model input, streamed: every use here reads it once, in table order."""
+    return tabular_data(test, feature_schema, max_in_memory_rows=0)
 
 
 def model_tasks(model: nn.Module) -> list[str]:
@@ -27,9 +31,9 @@ def model_tasks(model: nn.Module) -> list[str]:
     return list(model.tasks) if hasattr(model, "tasks") else [model.task]
 
 
-def score_models(test: pd.DataFrame, feature_schema: dict, **models: nn.Module) -> pd.DataFrame:
+def score_models(test: Table, feature_schema: dict, **models: nn.Module) -> pd.DataFrame:
     """Test-set probabilities: a column ``<model>.<task>`` per model and task it predicts, and the labels."""
-    data = TabularData.from_frame(test, feature_schema)
+    data = _streamed(test, feature_schema)
     tasks = [task["name"] for task in feature_schema["tasks"]]
     columns = {f"label.{task}": data.labels[:, i].numpy() for i, task in enumerate(tasks)}
     for name, model in models.items():
@@ -47,8 +51,9 @@ def compute_aucs(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
     """AUC keyed by model, then task."""
     aucs: dict[str, dict[str, float]] = {}
     for model, task in prediction_columns(predictions):
-        auc = roc_auc_score(predictions[f"label.{task}"], predictions[f"{model}.{task}"])
-        aucs.setdefault(model, {})[task] = float(auc)
+        aucs.setdefault(model, {})[task] = auc(
+            predictions[f"label.{task}"].to_numpy(), predictions[f"{model}.{task}"].to_numpy()
+        )
     return aucs
 
 
@@ -61,10 +66,10 @@ def test_metrics(aucs: dict[str, dict[str, float]]) -> dict:
 
 
 @torch.no_grad()
-def gate_statistics(emm_model: EMM, test: pd.DataFrame, feature_schema: dict, batch_size: int = 8192) -> dict:
+def gate_statistics(emm_model: EMM, test: Table, feature_schema: dict, batch_size: int = 8192) -> dict:
     """Mean gate weights on the test set, per level and task: task gates over components (eq. 2),
     fusion gates over tasks (eq. 3) with the share of samples choosing each task, MTM attention."""
-    data = TabularData.from_frame(test, feature_schema)
+    data = _streamed(test, feature_schema)
     emm_model.eval()
     tasks, decomposition = emm_model.tasks, emm_model.decomposition
     sums: dict = {}
@@ -118,7 +123,7 @@ MODEL_INPUT, TRAINING_INPUT = "model__", "training__"
 
 
 def measure_costs(
-    test: pd.DataFrame,
+    test: Table,
     feature_schema: dict,
     evaluate_params: dict,
     roles: dict[str, str],
@@ -134,7 +139,7 @@ def measure_costs(
         key.removeprefix(TRAINING_INPUT): value for key, value in inputs.items() if key.startswith(TRAINING_INPUT)
     }
     rows = min(len(test), evaluate_params["throughput_rows"])
-    data = TabularData.from_frame(test.iloc[:rows], feature_schema)
+    data = TabularData.from_frame(test.head(rows), feature_schema)
     batch_size, repeats = evaluate_params["throughput_batch_size"], evaluate_params["throughput_repeats"]
     table = []
     for name, model in models.items():
