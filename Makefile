@@ -16,7 +16,7 @@ export EMM_CENSUS_DIR := ../shared/data/census-income
 endif
 endif
 
-.PHONY: install run report test benchmark viz clean-outputs mlflow-ui
+.PHONY: install run report test benchmark scale-benchmark synthetic viz clean-outputs mlflow-ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ report: install
 # The whole comparison, one `kedro run` per pipeline, timed, peak memory measured: data/08_reporting/benchmark.md
 benchmark: install
 	$(BIN)/python scripts/benchmark.py
+
+# SYNTHETIC Ali-CCP (raw Tianchi layout) and AliExpress (NL) files for the *_synthetic namespaces: small
+# sets to try the chains on; scale-benchmark writes its own, larger ones.
+synthetic: install
+	$(BIN)/python -m emm.synthetic ali-ccp --rows 200000 --out data/01_raw/synthetic/ali-ccp
+	$(BIN)/python -m emm.synthetic aliexpress --rows 100000 --countries NL --out data/01_raw/synthetic/aliexpress
+
+# Preprocessing and training rows/s and peak memory on synthetic Ali-CCP (10M rows, raw Tianchi layout) and
+# AliExpress (5M rows): data/08_reporting/scale_{ali-ccp,aliexpress}.md (docs/results.md, "Scale").
+scale-benchmark: install
+	$(BIN)/python scripts/scale_benchmark.py ali-ccp --rows 10000000
+	$(BIN)/python scripts/scale_benchmark.py aliexpress --rows 5000000
 
 test: install
 	$(BIN)/python -m pytest

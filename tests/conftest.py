@@ -8,6 +8,8 @@ for variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_
     os.environ[variable] = "true"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The real data beside the checkout (and beside CI's clone): never copied into the project.
+SHARED_DATA = Path(os.environ.get("EMM_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
 
 def real_census_dir() -> Path | None:

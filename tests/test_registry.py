@@ -65,3 +65,26 @@ def test_table_ii_and_fusion_reports_exist_only_when_they_can():
 def test_models_need_distinct_names_across_roles():
     with pytest.raises(ValueError, match="Two models are named 'mmoe'"):
         model_inventory({"mmoe": {"task": "a"}}, {"mmoe": {"kind": "mmoe"}}, {})
+
+
+def test_streaming_datasets_get_the_streaming_preprocessing_with_the_same_outputs():
+    streaming = _namespaced(
+        STAGES["data_processing"], "ali_ccp", {**PARAMETERS, "data_processing": {**PARAMETERS["data_processing"], "streaming": True}}
+    )
+    in_memory = _namespaced(STAGES["data_processing"], "census", PARAMETERS)
+    tables = {"train", "pool_train", "fusion_train", "validation", "test", "encoders", "feature_schema"}
+    assert {f"ali_ccp.{t}" for t in tables} <= streaming.all_outputs()
+    assert {f"census.{t}" for t in tables} <= in_memory.all_outputs()
+    assert "ali_ccp.split_encoded_rows" in {n.name for n in streaming.nodes}
+    assert "census.split_encoded_rows" not in {n.name for n in in_memory.nodes}
+
+
+def test_the_default_run_is_census_and_every_dataset_has_its_pipeline():
+    from emm.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    default_namespaces = {n.namespace.split(".")[0] for n in pipelines["__default__"].nodes if n.namespace}
+    assert default_namespaces == {"census", "census_3tasks", "census_4tasks", "adaptability"}
+    for dataset in ("ali_ccp", "aliexpress", "ali_ccp_synthetic", "aliexpress_synthetic"):
+        nodes = {n.name for n in pipelines[dataset].nodes}
+        assert {f"{dataset}.fit_encoders", f"{dataset}.train_fused_model", f"{dataset}.score_models"} <= nodes

@@ -122,9 +122,9 @@ class AliCCPWorld:
             "click_signal": click_signal, "purchase_signal": purchase_signal,
         }  # fmt: skip
 
-    def funnel(self) -> Funnel:
+    def funnel(self, rates: dict) -> Funnel:
         sample = self.impressions(200_000, np.random.default_rng(self.seed + 1))
-        return Funnel.calibrate(sample["click_signal"], sample["purchase_signal"], ALI_CCP_RATES)
+        return Funnel.calibrate(sample["click_signal"], sample["purchase_signal"], rates)
 
     def item_fields(self, rows: dict, rng) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         """(ids, values or None for 1.0) per skeleton field; ids < 0 mark an absent field."""
@@ -180,10 +180,12 @@ def _common_features(world: AliCCPWorld, rng) -> tuple[list[pa.Array], int]:
     return [pa.array(world.context_ids), pc.cast(pa.array(counts), pa.string()), joined], len(user)
 
 
-def generate_ali_ccp_raw(folder: Path, train_rows: int, test_rows: int, seed: int = 0) -> None:
+def generate_ali_ccp_raw(
+    folder: Path, train_rows: int, test_rows: int, seed: int = 0, rates: dict | None = None
+) -> None:
     """``sample_skeleton_{train,test}.csv`` and ``common_features_{train,test}.csv``, Tianchi layout."""
     world = AliCCPWorld(train_rows + test_rows, seed)
-    funnel = world.funnel()
+    funnel = world.funnel(rates or ALI_CCP_RATES)
     _write_note(folder, f"Ali-CCP raw Tianchi layout, {train_rows} train and {test_rows} test skeleton rows")
     rng = np.random.default_rng(seed + 2)
     sample_id = 0
@@ -206,11 +208,13 @@ def generate_ali_ccp_raw(folder: Path, train_rows: int, test_rows: int, seed: in
                 ])  # fmt: skip
 
 
-def generate_ali_ccp_csv(folder: Path, train_rows: int, test_rows: int, seed: int = 0) -> None:
+def generate_ali_ccp_csv(
+    folder: Path, train_rows: int, test_rows: int, seed: int = 0, rates: dict | None = None
+) -> None:
     """``train.csv`` and ``test.csv`` in the preprocessed torch-rechub layout (``click,purchase,101,...,D853``),
     ids coded 0..n-1 as that preprocessing does."""
     world = AliCCPWorld(train_rows + test_rows, seed)
-    funnel = world.funnel()
+    funnel = world.funnel(rates or ALI_CCP_RATES)
     _write_note(folder, f"Ali-CCP preprocessed CSV layout, {train_rows} train and {test_rows} test rows")
     rng = np.random.default_rng(seed + 2)
     for split, rows in (("train", train_rows), ("test", test_rows)):
@@ -241,7 +245,9 @@ def _write_csv(path: Path, table: pd.DataFrame, header: bool) -> None:
 ALIEXPRESS_CARDINALITIES = [10, 4, 4, 2, 30, 8, 60, 10, 10, 2, 2, 2, 2, 2, 2, 2]
 
 
-def generate_aliexpress(folder: Path, countries: list[str], train_rows: int, test_rows: int, seed: int = 0) -> None:
+def generate_aliexpress(
+    folder: Path, countries: list[str], train_rows: int, test_rows: int, seed: int = 0, rates: dict | None = None
+) -> None:
     """``AliExpress_<country>/{train,test}.csv`` per country, ``search_id`` grouping about 30 rows."""
     _write_note(folder, f"AliExpress layout, countries {countries}, {train_rows} train and {test_rows} test rows each")
     for offset, country in enumerate(countries):
@@ -257,7 +263,7 @@ def generate_aliexpress(folder: Path, countries: list[str], train_rows: int, tes
             return codes, numerical, click_signal, purchase_signal
 
         _, _, click_sample, purchase_sample = draw(100_000)
-        funnel = Funnel.calibrate(click_sample, purchase_sample, ALIEXPRESS_RATES)
+        funnel = Funnel.calibrate(click_sample, purchase_sample, rates or ALIEXPRESS_RATES)
         target = folder / f"AliExpress_{country}"
         target.mkdir(parents=True, exist_ok=True)
         search_id = 0
@@ -283,15 +289,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     parser.add_argument("--countries", nargs="+", default=["NL"], help="aliexpress only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--click-rate", type=float, help="share of rows clicked (default: the real dataset's)")
+    parser.add_argument(
+        "--purchase-rate", type=float, help="share of clicks bought / converted (default: the real dataset's)"
+    )
     args = parser.parse_args(argv)
     test_rows = args.test_rows if args.test_rows is not None else max(1, args.rows // 4)
+    defaults = ALIEXPRESS_RATES if args.format == "aliexpress" else ALI_CCP_RATES
+    rates = {
+        "click": args.click_rate or defaults["click"],
+        "purchase_given_click": args.purchase_rate or defaults["purchase_given_click"],
+    }
     started = time.perf_counter()
     if args.format == "ali-ccp":
-        generate_ali_ccp_raw(args.out, args.rows, test_rows, args.seed)
+        generate_ali_ccp_raw(args.out, args.rows, test_rows, args.seed, rates)
     elif args.format == "ali-ccp-csv":
-        generate_ali_ccp_csv(args.out, args.rows, test_rows, args.seed)
+        generate_ali_ccp_csv(args.out, args.rows, test_rows, args.seed, rates)
     else:
-        generate_aliexpress(args.out, args.countries, args.rows, test_rows, args.seed)
+        generate_aliexpress(args.out, args.countries, args.rows, test_rows, args.seed, rates)
     print(f"Wrote synthetic {args.format} ({args.rows} train, {test_rows} test rows) to {args.out} "
           f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
 

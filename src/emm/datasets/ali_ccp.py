@@ -217,15 +217,17 @@ class AliCCPRawFiles:
         try:
             reader = pd.read_csv(
                 path, header=None, names=names, dtype=str, chunksize=self.chunk_rows,
-                keep_default_na=False, na_values=[], skip_blank_lines=False, engine="c",
+                keep_default_na=False, na_values=[""], skip_blank_lines=False, engine="c",
             )  # fmt: skip
             for chunk in reader:
-                short = np.flatnonzero(chunk[names[-1]].isna().to_numpy())
+                # a missing field reads as empty; only the feature list may be empty (no features)
+                short = np.flatnonzero(chunk[names[:-1]].isna().any(axis=1).to_numpy())
                 if len(short):
                     raise DatasetError(
                         f"{path}, line {first_line + int(short[0])}: fewer than the {len(names)} comma-separated "
-                        f"fields {names}"
+                        f"fields {names}, or an empty one"
                     )
+                chunk[names[-1]] = chunk[names[-1]].fillna("")
                 yield first_line, chunk
                 first_line += len(chunk)
         except pd.errors.ParserError as error:

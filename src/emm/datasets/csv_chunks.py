@@ -48,6 +48,8 @@ def typed_csv_chunks(
             names=names,
             usecols=wanted,
             chunksize=chunk_rows,
+            keep_default_na=False,  # "n/a", "null" and the like are bad values to report, not missing ones
+            na_values=[""],
             skip_blank_lines=False,  # a blank line is a malformed row, and keeps line numbers true
             compression="infer",
         )
@@ -66,7 +68,7 @@ def _typed(
     columns = {}
     for column in integer_columns + float_columns:
         values = chunk[column]
-        numeric = pd.to_numeric(values, errors="coerce") if values.dtype == object else values
+        numeric = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values, errors="coerce")
         bad = numeric.isna().to_numpy()
         if column in integer_columns and not bad.any():
             fractional = (numeric.to_numpy() % 1 != 0) if numeric.dtype.kind == "f" else None

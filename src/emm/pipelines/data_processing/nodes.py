@@ -23,6 +23,7 @@ import logging
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 from emm.tables import ParquetTable, TableChunks, rechunk
 
@@ -210,9 +211,13 @@ SPLIT_COLUMN = "split"
 POOL, FUSION, VALIDATION = 0, 1, 2
 
 
-def _source_chunks(raw, params: dict):
-    """The raw source's chunks; ``data_processing.source`` holds the reader's options (AliExpress: countries)."""
-    return raw.chunks(**(params.get("source") or {}))
+def _source_chunks(raw, params: dict, description: str):
+    """The raw source's chunks, rows counted on a progress bar; ``data_processing.source`` holds the
+    reader's options (AliExpress: the countries)."""
+    with tqdm(desc=description, unit=" rows", unit_scale=True, mininterval=2.0) as bar:
+        for chunk in raw.chunks(**(params.get("source") or {})):
+            bar.update(len(chunk))
+            yield chunk
 
 
 def row_splits(chunk_index: int, n_rows: int, params: dict) -> np.ndarray:
@@ -238,7 +243,7 @@ def fit_streaming_encoders(raw_train, params: dict) -> dict:
     sums: dict[str, np.ndarray] = {}
     positives = dict.fromkeys(task_columns, 0)
     rows, columns = 0, None
-    for index, chunk in enumerate(_source_chunks(raw_train, params)):
+    for index, chunk in enumerate(_source_chunks(raw_train, params, "fitting encoders")):
         if columns is None:
             columns = list(chunk.columns)
             _require_columns(chunk, task_columns, "Task label columns")
@@ -294,7 +299,7 @@ def encode_training_rows(raw_train, encoders: dict, params: dict) -> TableChunks
     """The training file encoded chunk by chunk, with each row's ``split`` (pool, fusion or validation)."""
 
     def chunks():
-        for index, chunk in enumerate(_source_chunks(raw_train, params)):
+        for index, chunk in enumerate(_source_chunks(raw_train, params, "encoding training rows")):
             encoded = encode_table(chunk, encoders)
             encoded[SPLIT_COLUMN] = row_splits(index, len(chunk), params)
             yield encoded
@@ -304,7 +309,7 @@ def encode_training_rows(raw_train, encoders: dict, params: dict) -> TableChunks
 
 def encode_rows(raw, encoders: dict, params: dict) -> TableChunks:
     """A raw file encoded chunk by chunk."""
-    return TableChunks(lambda: (encode_table(chunk, encoders) for chunk in _source_chunks(raw, params)))
+    return TableChunks(lambda: (encode_table(chunk, encoders) for chunk in _source_chunks(raw, params, "encoding")))
 
 
 def split_encoded_rows(encoded_train: ParquetTable, params: dict) -> tuple[TableChunks, ...]:
