@@ -21,16 +21,31 @@ from pathlib import Path
 COMPARISON = "census,census_3tasks,census_4tasks,adaptability"
 
 
-def run_stage(stage: str) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MiB) of ``kedro run --pipeline=<stage>``."""
-    kedro = Path(sys.executable).with_name("kedro")
+def timed(command: list[str], rss_trace: list[tuple[float, float]] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of ``command``; with ``rss_trace``, (seconds, RSS MiB)
+    samples of the process every second are appended to it."""
+    print("$", " ".join(command), flush=True)
     started = time.perf_counter()
-    process = subprocess.Popen([str(kedro), "run", f"--pipeline={stage}"])
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.Popen(command)
+    while True:  # wait4 rather than Popen.poll: it reaps the process with its resource usage
+        pid, status, usage = os.wait4(process.pid, 0 if rss_trace is None else os.WNOHANG)
+        if pid:
+            break
+        try:
+            proc_status = Path(f"/proc/{process.pid}/status").read_text()
+            rss_trace.append((time.perf_counter() - started, int(proc_status.split("VmRSS:")[1].split()[0]) / 1024))
+        except (OSError, IndexError):
+            pass
+        time.sleep(1.0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"kedro run --pipeline={stage} failed")
+        raise SystemExit(f"failed: {' '.join(command)}")
     return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_stage(stage: str) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of ``kedro run --pipeline=<stage>``."""
+    return timed([str(Path(sys.executable).with_name("kedro")), "run", f"--pipeline={stage}"])
 
 
 def main() -> None:

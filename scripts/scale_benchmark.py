@@ -3,7 +3,7 @@
     .venv/bin/python scripts/scale_benchmark.py ali-ccp --rows 10000000      # raw Tianchi layout
     .venv/bin/python scripts/scale_benchmark.py aliexpress --rows 5000000
 
-Three timed processes, one after the other: the generator (``python -m emm.synthetic``, into
+Three timed processes, one after the other (their resident memory sampled every second): the generator (``python -m emm.synthetic``, into
 data/01_raw/synthetic/), ``kedro run --pipelines=data_processing --namespaces=<dataset>_synthetic`` (stream
 the raw files, fit encoders, write the partitioned Parquet tables), and one epoch of one pool model
 (``click_small``) streamed from Parquet. Writes data/08_reporting/scale_<dataset>.md. The numbers say how
@@ -16,28 +16,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchmark import timed  # scripts/benchmark.py
 
 from emm.tables import ParquetTable
 
 NAMESPACES = {"ali-ccp": "ali_ccp_synthetic", "aliexpress": "aliexpress_synthetic"}
 FOLDERS = {"ali-ccp": "data/01_raw/synthetic/ali-ccp", "aliexpress": "data/01_raw/synthetic/aliexpress"}
 TRAINED_MODEL = "click_small"
-
-
-def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MiB) of a command."""
-    print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
-    process = subprocess.Popen(command)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}")
-    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:
@@ -57,8 +45,10 @@ def main() -> None:
              "--test-rows", str(test_rows), "--out", folder]
         )  # fmt: skip
         rows.append(("generate synthetic files", arguments.rows + test_rows, seconds, peak))
-    seconds, peak = timed([kedro, "run", "--pipelines=data_processing", f"--namespaces={namespace}"])
+    trace: list[tuple[float, float]] = []
+    seconds, peak = timed([kedro, "run", "--pipelines=data_processing", f"--namespaces={namespace}"], trace)
     rows.append(("preprocess (data_processing)", arguments.rows + test_rows, seconds, peak))
+    quarters = [[rss for t, rss in trace if q * seconds / 4 <= t < (q + 1) * seconds / 4] for q in range(4)]
     node = f"{namespace}.train_pool_model_{TRAINED_MODEL}"
     seconds, peak = timed(
         [kedro, "run", "--pipelines=train_pool", f"--namespaces={namespace}", f"--nodes={node}",
@@ -82,10 +72,14 @@ def main() -> None:
             for step, n, seconds, peak in rows
         ],
         "",
-        f"Training loop alone ({TRAINED_MODEL}, batches streamed from Parquet, validation passes left out): "
+        f"Training loop alone ({TRAINED_MODEL}, validation passes left out; the table streamed from Parquet when "
+        f"it has more than training.max_in_memory_rows rows): "
         f"{report['train_rows_per_second']:,.0f} rows/s; the node, validation included, {report['seconds']:.1f} s.",
         "",
         "Parquet tables (MiB): " + ", ".join(f"{name} {size:.0f}" for name, size in sizes.items()),
+        "",
+        "Preprocessing RSS (MiB, sampled every second), largest in each quarter of its run: "
+        + " / ".join(f"{max(quarter):.0f}" if quarter else "-" for quarter in quarters),
     ]
     out = Path(f"data/08_reporting/scale_{arguments.dataset}.md")
     out.parent.mkdir(parents=True, exist_ok=True)

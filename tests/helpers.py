@@ -4,6 +4,15 @@ import torch
 
 from emm.models.mlp import SingleTaskMLP, pool_model_spec
 
+# Baselines small enough for the end-to-end runs of the suite: the same nodes, seconds to train.
+TINY_BASELINES = {
+    "shared_bottom": {"bottom_dims": [16, 8], "tower_dims": [4]},
+    "mmoe": {"expert_dims": [16, 8], "tower_dims": [4]},
+    "ple": {"expert_dims": [16, 8], "tower_dims": [4]},
+    "aitm": {"tower_dims": [16, 8]},
+    "adatt": {"expert_dims": [16, 8], "tower_dims": [4]},
+}
+
 SIGNATURE = {"categorical": [["colour", 5], ["shape", 4], ["size", 3]], "dense": ["weight", "height"]}
 
 

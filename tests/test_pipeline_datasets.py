@@ -12,6 +12,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from conftest import PROJECT_ROOT, SHARED_DATA
+from helpers import TINY_BASELINES
 from emm.synthetic import generate_aliexpress, generate_ali_ccp_raw
 
 TASKS = {
@@ -19,13 +20,6 @@ TASKS = {
     "ali_ccp_synthetic": ["click", "purchase"],
     "aliexpress": ["click", "conversion"],
     "aliexpress_synthetic": ["click", "conversion"],
-}
-TINY_BASELINES = {
-    "shared_bottom": {"bottom_dims": [16, 8], "tower_dims": [4]},
-    "mmoe": {"expert_dims": [16, 8], "tower_dims": [4]},
-    "ple": {"expert_dims": [16, 8], "tower_dims": [4]},
-    "aitm": {"tower_dims": [16, 8]},
-    "adatt": {"expert_dims": [16, 8], "tower_dims": [4]},
 }
 
 
@@ -94,6 +88,11 @@ def project(tmp_path_factory):
         },
     }  # fmt: skip
     (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    # An absolute store: mlflow caches a store per URI, so a relative one shared with the Census end-to-end
+    # project, run in the same process, would keep pointing at whichever project used it first.
+    (root / "conf" / "local" / "mlflow.yml").write_text(
+        yaml.safe_dump({"server": {"mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}})
+    )
     parameters = {ns: tiny_parameters(ns, samples=not ns.endswith("synthetic")) for ns in TASKS}
     (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(parameters))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")

@@ -14,19 +14,13 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DatasetError
 
 from conftest import PROJECT_ROOT, head_lines
+from helpers import TINY_BASELINES
 
 NAMESPACES = ("census", "census_3tasks", "census_4tasks")
 TASKS = {
     "census": ["income", "never_married"],
     "census_3tasks": ["income", "never_married", "bachelor_or_higher"],
     "census_4tasks": ["income", "never_married", "bachelor_or_higher", "full_time"],
-}
-TINY_BASELINES = {
-    "shared_bottom": {"bottom_dims": [16, 8], "tower_dims": [4]},
-    "mmoe": {"expert_dims": [16, 8], "tower_dims": [4]},
-    "ple": {"expert_dims": [16, 8], "tower_dims": [4]},
-    "aitm": {"tower_dims": [16, 8]},
-    "adatt": {"expert_dims": [16, 8], "tower_dims": [4]},
 }
 
 

@@ -38,24 +38,26 @@ class ParquetTable:
             raise FileNotFoundError(f"{self.folder}: no {PART_PATTERN} files; has the table been written?")
 
     @cached_property
-    def _files(self) -> list[pq.ParquetFile]:
-        return [pq.ParquetFile(path) for path in self.paths]
+    def _metadata(self) -> list[pq.FileMetaData]:
+        return [pq.read_metadata(path) for path in self.paths]
 
     @cached_property
     def columns(self) -> list[str]:
-        return self._files[0].schema_arrow.names
+        return self._metadata[0].schema.to_arrow_schema().names
 
     def __len__(self) -> int:
-        return sum(file.metadata.num_rows for file in self._files)
+        return sum(metadata.num_rows for metadata in self._metadata)
 
     @property
     def row_groups(self) -> list[tuple[int, int]]:
         """(file, row group) pairs in table order."""
-        return [(f, g) for f, file in enumerate(self._files) for g in range(file.num_row_groups)]
+        return [(f, g) for f, metadata in enumerate(self._metadata) for g in range(metadata.num_row_groups)]
 
     def read_row_group(self, row_group: tuple[int, int], columns: list[str] | None = None) -> pd.DataFrame:
+        # A file opened per read: an open ParquetFile keeps the buffers of every row group it has read.
         file, group = row_group
-        return self._files[file].read_row_group(group, columns=columns).to_pandas()
+        with pq.ParquetFile(self.paths[file]) as parquet_file:
+            return parquet_file.read_row_group(group, columns=columns).to_pandas()
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The whole table (or some of its columns) in memory."""
