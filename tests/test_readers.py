@@ -67,7 +67,7 @@ def test_raw_files_are_joined_on_the_common_feature_id(tmp_path):
         ("5,0,0,u1,1,205\x021", "line 5: feature '205\\x021' is not field\\x02id\\x03value"),
         ("5,0,0,u1,2," + entry("205", 1), "line 5: declares 2 features but its list has 1"),
         ("5,0,0,u9,1," + entry("205", 1), "line 5: common-feature id 'u9' is not in"),
-        ("5,yes,0,u1,1," + entry("205", 1), "line 5: click is 'yes', not an integer"),
+        ("5,yes,0,u1,1," + entry("205", 1), "line 5: column 'click' holds 'yes' where an integer belongs"),
         ("5,0,0,u1,1," + entry("205", "x1"), "line 5: feature '205\\x02x1\\x031.0' has a non-numeric id"),
     ],
 )

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from kedro.io import AbstractDataset, DatasetError
 
-from emm.datasets.csv_chunks import read_header, typed_csv_chunks
+from emm.datasets.csv_chunks import read_header, typed_columns, typed_csv_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -233,22 +233,11 @@ class AliCCPRawFiles:
         except pd.errors.ParserError as error:
             raise DatasetError(f"{path}: malformed line, not the {len(names)} fields {names}: {error}") from error
 
-    @staticmethod
-    def _integers(chunk: pd.DataFrame, column: str, path: Path, first_line: int) -> np.ndarray:
-        values = pd.to_numeric(chunk[column], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy() | (values.to_numpy() % 1 != 0))
-        if len(bad):
-            row = int(bad[0])
-            raise DatasetError(
-                f"{path}, line {first_line + row}: {column} is {chunk[column].iloc[row]!r}, not an integer"
-            )
-        return values.to_numpy(np.int64)
-
     def _common_table(self) -> pd.DataFrame:
         """Every common-feature id's fields, wide, indexed by the id."""
         path, parts, lines = self.common_features, [], []
         for first_line, chunk in self._lines(path, ["common_feature_id", "feature_count", "feature_list"]):
-            counts = self._integers(chunk, "feature_count", path, first_line)
+            counts = typed_columns(chunk, ["feature_count"], [], path, first_line)["feature_count"].to_numpy()
             entries = parse_feature_lists(
                 pa.array(chunk["feature_list"], pa.string()), self.fields,
                 lambda row, first=first_line: f"{path}, line {first + row}", counts,
@@ -271,11 +260,11 @@ class AliCCPRawFiles:
         counts = {"dropped": 0, "rows": 0}
         for first_line, chunk in self._lines(path, names):
             line_of = lambda row, first=first_line: f"{path}, line {first + row}"  # noqa: E731
-            labels = {name: self._integers(chunk, name, path, first_line) for name in LABELS}
+            integers = typed_columns(chunk, [*LABELS, "feature_count"], [], path, first_line)
             own = widen(
                 parse_feature_lists(
                     pa.array(chunk["feature_list"], pa.string()), self.fields, line_of,
-                    self._integers(chunk, "feature_count", path, first_line),
+                    integers["feature_count"].to_numpy(),
                 ),
                 len(chunk), self.fields, self.dense_fields,
             )  # fmt: skip
@@ -288,7 +277,7 @@ class AliCCPRawFiles:
                     f"{self.common_features} ({len(unknown)} such lines in this chunk of {len(chunk)})"
                 )
             shared = common.iloc[positions].reset_index(drop=True)
-            joined = {name: labels[name] for name in LABELS}
+            joined = {name: integers[name].to_numpy() for name in LABELS}
             for field in self.fields:
                 present = own[field].to_numpy() != ABSENT_ID
                 joined[field] = np.where(present, own[field], shared[field])

@@ -54,7 +54,7 @@ def typed_csv_chunks(
             compression="infer",
         )
         for chunk in reader:
-            yield _typed(chunk, integer_columns, float_columns, path, first_line)
+            yield typed_columns(chunk, integer_columns, float_columns, path, first_line)
             first_line += len(chunk)
     except pd.errors.ParserError as error:
         raise DatasetError(f"{path}: malformed line: {error}") from error
@@ -62,9 +62,11 @@ def typed_csv_chunks(
         raise DatasetError(f"{path}: cannot be read ({error})") from error
 
 
-def _typed(
+def typed_columns(
     chunk: pd.DataFrame, integer_columns: list[str], float_columns: list[str], path: Path, first_line: int
 ) -> pd.DataFrame:
+    """These columns of ``chunk`` (whose first row is line ``first_line`` of ``path``) as int64 / float64;
+    an empty field or a value that is not such a number stops the read with its line and column."""
     columns = {}
     for column in integer_columns + float_columns:
         values = chunk[column]

@@ -15,6 +15,12 @@ from torch import nn
 from emm.tables import ParquetTable
 
 
+def task_index(task_names: list[str], task: str) -> int:
+    if task not in task_names:
+        raise KeyError(f"Task {task!r} is not one of the data's tasks {task_names}")
+    return task_names.index(task)
+
+
 class TabularBatch(NamedTuple):
     """One batch of encoded features; a model's ``forward`` takes it as its single argument."""
 
@@ -64,9 +70,7 @@ class TabularData:
             yield self.batch(order[start : start + batch_size])
 
     def task_index(self, task: str) -> int:
-        if task not in self.task_names:
-            raise KeyError(f"Task {task!r} is not one of the data's tasks {self.task_names}")
-        return self.task_names.index(task)
+        return task_index(self.task_names, task)
 
 
 def schema_columns(columns, schema: dict) -> tuple[list[str], list[str]]:
@@ -104,9 +108,7 @@ class StreamingTabularData:
         return torch.as_tensor(self.table.read(self._label_columns).to_numpy(np.float32, copy=True))
 
     def task_index(self, task: str) -> int:
-        if task not in self.task_names:
-            raise KeyError(f"Task {task!r} is not one of the data's tasks {self.task_names}")
-        return self.task_names.index(task)
+        return task_index(self.task_names, task)
 
     def _row_group(self, row_group: tuple[int, int]) -> TabularData:
         return TabularData.from_frame(self.table.read_row_group(row_group, self._columns), self.schema)

@@ -59,15 +59,28 @@ def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
     return values.to_numpy(np.float64)
 
 
+def _declared_columns(table: pd.DataFrame, params: dict) -> list[str]:
+    """The tasks' label columns, once the tasks, dense columns and columns to drop are checked against
+    ``table``."""
+    if not params["tasks"]:
+        raise ValueError("At least one task must be declared under data_processing.tasks")
+    task_columns = [task["column"] for task in params["tasks"]]
+    _require_columns(table, task_columns, "Task label columns")
+    _require_columns(table, params["dense_columns"], "Dense columns")
+    _require_columns(table, params.get("drop_columns", []), "Columns to drop")
+    return task_columns
+
+
+def _log_scaled(values: np.ndarray, column: str) -> np.ndarray:
+    if (values < 0).any():
+        raise ValueError(f"Dense column {column!r} has negative values and cannot be log-scaled")
+    return np.log1p(values)
+
+
 def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
     """Decide the features (every column but dropped and label columns) and fit their encoders."""
     tasks = params["tasks"]
-    if not tasks:
-        raise ValueError("At least one task must be declared under data_processing.tasks")
-    task_columns = [task["column"] for task in tasks]
-    _require_columns(raw_train, task_columns, "Task label columns")
-    _require_columns(raw_train, params["dense_columns"], "Dense columns")
-    _require_columns(raw_train, params.get("drop_columns", []), "Columns to drop")
+    task_columns = _declared_columns(raw_train, params)
     for task in tasks:
         positives = raw_train[task["column"]].isin(task["positive"]).sum()
         if positives == 0 or positives == len(raw_train):
@@ -86,9 +99,7 @@ def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
     for column in dense:
         values = _numeric(raw_train, column)
         if column in log_scaled:
-            if (values < 0).any():
-                raise ValueError(f"Dense column {column!r} has negative values and cannot be log-scaled")
-            values = np.log1p(values)
+            values = _log_scaled(values, column)
         dense_encoders[column] = {
             "log1p": column in log_scaled,
             "mean": float(values.mean()),
@@ -233,22 +244,17 @@ def fit_streaming_encoders(raw_train, params: dict) -> dict:
     """``fit_encoders`` in one pass over the raw chunks, validation rows left out. Categorical values seen
     fewer than ``min_count`` times share code 0 with unseen ones; dense columns are standardised."""
     tasks = params["tasks"]
-    if not tasks:
-        raise ValueError("At least one task must be declared under data_processing.tasks")
     if params.get("value_codes"):
         raise ValueError("value_codes are fitted on tables held in memory; remove them or set streaming: false")
-    task_columns = [task["column"] for task in tasks]
     log_scaled = set(params.get("log_scaled_columns", []))
     counts: dict[str, pd.Series] = {}
     sums: dict[str, np.ndarray] = {}
-    positives = dict.fromkeys(task_columns, 0)
     rows, columns = 0, None
     for index, chunk in enumerate(_source_chunks(raw_train, params, "fitting encoders")):
         if columns is None:
             columns = list(chunk.columns)
-            _require_columns(chunk, task_columns, "Task label columns")
-            _require_columns(chunk, params["dense_columns"], "Dense columns")
-            _require_columns(chunk, params.get("drop_columns", []), "Columns to drop")
+            task_columns = _declared_columns(chunk, params)
+            positives = dict.fromkeys(task_columns, 0)
             excluded = set(params.get("drop_columns", [])) | set(task_columns) | set(params["dense_columns"])
             categorical = [column for column in columns if column not in excluded]
         elif list(chunk.columns) != columns:
@@ -261,9 +267,7 @@ def fit_streaming_encoders(raw_train, params: dict) -> dict:
         for column in params["dense_columns"]:
             values = _numeric(chunk, column)
             if column in log_scaled:
-                if (values < 0).any():
-                    raise ValueError(f"Dense column {column!r} has negative values and cannot be log-scaled")
-                values = np.log1p(values)
+                values = _log_scaled(values, column)
             sums[column] = sums.get(column, 0) + np.array([values.sum(), np.square(values).sum()])
         for task in tasks:
             positives[task["column"]] += int(chunk[task["column"]].isin(task["positive"]).sum())
