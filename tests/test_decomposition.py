@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from emm.models.decomposition import Decomposition, DecompositionError, decompose
+from emm.models.decomposition import (
+    Decomposition,
+    DecompositionError,
+    LayerSignature,
+    decompose,
+    find_common_layers,
+    plan_cuts,
+)
 from emm.models.mlp import SingleTaskMLP, pool_model_spec
 from emm.models.tabular import example_batch
 
@@ -83,6 +90,39 @@ def test_more_shared_blocks_than_levels_are_thinned_evenly():
     assert len(decompose(models, max_levels=3).levels) == 3
 
 
+@pytest.mark.parametrize("surplus", [0, 1, 2, 3])
+def test_surplus_cuts_never_cost_a_level(surplus):
+    # Two models of 2 + surplus blocks 16 wide and a last one 8 wide: 2 + surplus candidate cuts (the last
+    # block ends the body), of which max_levels=3 keeps two. Surplus 1 is the case of [16, 16, 16, 8].
+    hidden = [16] * (2 + surplus) + [8]
+    models = {"x": make_model("x", "a", hidden, seed=1), "y": make_model("y", "b", hidden, seed=2)}
+    decomposition = decompose(models, max_levels=3)
+    assert len(decomposition.levels) == 3
+    assert decomposition.level_dims == [16, 16, 8]
+
+
+def _stacked_blocks(n_blocks: int) -> list[LayerSignature]:
+    """The signatures of a body of ``n_blocks`` Linear(16, 16) + ReLU blocks: one candidate cut per block but
+    the last."""
+    linear = LayerSignature("Linear", (16,), (16,), has_weights=True)
+    relu = LayerSignature("ReLU", (16,), (16,), has_weights=False)
+    return [linear, relu] * n_blocks
+
+
+def test_cuts_give_min_of_max_levels_and_blocks_levels_of_even_size():
+    for n_blocks in range(1, 13):
+        signatures = {"x": _stacked_blocks(n_blocks), "y": _stacked_blocks(n_blocks)}
+        common = find_common_layers(signatures)
+        for max_levels in range(1, 16):
+            cuts = plan_cuts(signatures, common, max_levels)
+            assert cuts["x"] == cuts["y"]
+            bounds = [0, *cuts["x"], 2 * n_blocks]
+            blocks_per_level = [(b - a) // 2 for a, b in zip(bounds, bounds[1:])]
+            case = f"{n_blocks} blocks, max_levels={max_levels}: {blocks_per_level}"
+            assert len(blocks_per_level) == min(max_levels, n_blocks), case
+            assert min(blocks_per_level) >= 1 and max(blocks_per_level) - min(blocks_per_level) <= 1, case
+
+
 def test_payload_round_trip_keeps_outputs(pool):
     decomposition = decompose(pool, max_levels=3)
     restored = Decomposition.from_payload(decomposition.to_payload())
@@ -92,6 +132,7 @@ def test_payload_round_trip_keeps_outputs(pool):
         for original, copy in zip(decomposition.levels, restored.levels):
             a, b = original[name](a), copy[name].eval()(b)
         assert torch.allclose(a, b)
+
 
 
 def test_pool_without_common_layer_is_refused_naming_models_and_layers():

@@ -7,7 +7,8 @@
    previous match. Only layers with weights take part: an activation alone marks no cut.
 3. Common layers adjacent in every model form one run (a Linear and its BatchNorm, say). Each model is cut
    after every run, past the parameter-free layers that follow it (activation, dropout), so that a
-   component ends on a whole block. ``max_levels`` caps the levels; surplus cuts are dropped evenly.
+   component ends on a whole block. ``max_levels`` caps the levels; with surplus cuts, the kept ones group
+   the blocks into levels of as even sizes as the cuts allow.
 4. The embedding joins the first component, the head is no component (the fused model trains towers).
    A forward pass checks that components of one level agree in shapes and that chaining a model's
    components reproduces its body exactly.
@@ -130,10 +131,21 @@ def plan_cuts(
 
     candidates = [{name: cut_after(name, position) for name, position in run[-1].items()} for run in runs]
     candidates = [c for c in candidates if all(cut < len(signatures[name]) for name, cut in c.items())]
-    if len(candidates) > max_levels - 1:
-        keep = np.round(np.linspace(0, len(candidates) - 1, max_levels + 1)[1:-1]).astype(int)
-        candidates = [candidates[i] for i in sorted(set(keep.tolist()))] if max_levels > 1 else []
+    candidates = [candidates[i] for i in _spread_cuts(len(candidates), max_levels)]
     return {name: [candidate[name] for candidate in candidates] for name in signatures}
+
+
+def _spread_cuts(n_candidates: int, max_levels: int) -> list[int]:
+    """Which of ``n_candidates`` cuts to keep: exactly ``min(max_levels, n_candidates + 1) - 1`` of them.
+
+    The candidates split a body into n + 1 blocks; block i ends at candidate i. The blocks are grouped into L
+    levels of sizes differing by at most one: level i ends after round(i * (n + 1) / L) blocks. With
+    n + 1 >= L those ends are at least one block apart, so no two kept cuts coincide and no level is lost.
+    Integer arithmetic rounds halves up, the same on every platform.
+    """
+    n_levels = min(max_levels, n_candidates + 1)
+    blocks = n_candidates + 1
+    return [(2 * level * blocks + n_levels) // (2 * n_levels) - 1 for level in range(1, n_levels)]
 
 
 class Decomposition:
