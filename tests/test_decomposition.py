@@ -130,9 +130,16 @@ def test_payload_round_trip_keeps_outputs(pool):
     for name in pool:
         a, b = batch, batch
         for original, copy in zip(decomposition.levels, restored.levels):
-            a, b = original[name](a), copy[name].eval()(b)
+            a, b = original[name](a), copy[name](b)
         assert torch.allclose(a, b)
 
+
+def test_loaded_components_are_in_eval_mode_as_decomposed_ones_are(pool):
+    # Trained components describe a fixed function: dropout off, BatchNorm on its running statistics.
+    restored = Decomposition.from_payload(decompose(pool, max_levels=3).to_payload())
+    for level in restored.levels:
+        for name, component in level.items():
+            assert not any(module.training for module in component.modules()), name
 
 
 def test_pool_without_common_layer_is_refused_naming_models_and_layers():

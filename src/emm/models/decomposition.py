@@ -189,6 +189,7 @@ class Decomposition:
             for depth, layers in enumerate(info["level_layers"]):
                 component = _component(info, depth, [build_layer(spec) for spec in layers])
                 component.load_state_dict(payload["state_dicts"][name][depth])
+                component.eval()  # as decompose() leaves it: a trained component is a fixed function
                 if depth == len(levels):
                     levels.append({})
                 levels[depth][name] = component
