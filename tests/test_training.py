@@ -3,9 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
+from emm.datasets import ParquetTableDataset
+from emm.models import training
 from emm.models.mlp import SingleTaskMLP, pool_model_spec
-from emm.models.tabular import TabularData
-from emm.models.training import TrainingConfig, fit, predict
+from emm.models.tabular import StreamingTabularData, TabularData
+from emm.models.training import TrainingConfig, fit, predict, resolve_device
 
 SCHEMA = {
     "categorical": [{"name": "group", "vocabulary_size": 6}],
@@ -35,7 +37,9 @@ def data():
 
 
 def config(**overrides) -> TrainingConfig:
-    return TrainingConfig(**{"batch_size": 128, "max_epochs": 6, "patience": 2, "progress_bar": False, **overrides})
+    # The CPU, where a seed gives the same weights bit for bit; CUDA's embedding gradients are not deterministic.
+    settings = {"batch_size": 128, "max_epochs": 6, "patience": 2, "progress_bar": False, "device": "cpu"}
+    return TrainingConfig(**{**settings, **overrides})
 
 
 def test_training_lowers_the_loss_and_learns(data):
@@ -96,6 +100,8 @@ def test_pool_node_builds_the_same_model_whatever_ran_before(data, monkeypatch):
 
 
 class _NoHistory:
+    device = "cpu"
+
     def as_dict(self):
         return {"best_validation_auc": {"t": 0.5}}
 
@@ -120,3 +126,114 @@ def test_a_models_extra_loss_is_part_of_its_objective(data):
     plain_logits = torch.logit(torch.as_tensor(predict(plain, validation)))
     penalised_logits = torch.logit(torch.as_tensor(predict(penalised, validation)))
     assert penalised_logits.abs().mean() < 0.5 * plain_logits.abs().mean()
+
+
+def test_auto_device_is_cuda_only_where_there_is_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("setting", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_an_error_naming_the_setting(setting, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"training\.device .*CUDA is not available"):
+        resolve_device(setting)
+    with pytest.raises(ValueError, match=r"training\.device"):
+        TrainingConfig.from_params({"device": setting})
+
+
+def test_a_cuda_device_beyond_those_visible_is_an_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"training\.device is 'cuda:1' but only 1 CUDA device"):
+        resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("setting", ["gpu", "CUDA", "cuda:x", "cuda:", "mps", "", None])
+def test_unknown_device_is_refused_when_the_settings_are_read(setting):
+    with pytest.raises(ValueError, match=r"training\.device .*auto, cpu, cuda, cuda:N"):
+        TrainingConfig.from_params({"device": setting})
+
+
+def test_training_and_prediction_on_the_cpu_named_explicitly(data):
+    train, validation = data
+    model = make_model()
+    history = fit(model, train, validation, ["t"], config(max_epochs=2, device="cpu"))
+    assert history.device == "cpu" and history.as_dict()["device"] == "cpu"
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    probabilities = predict(model, validation)
+    assert isinstance(probabilities, np.ndarray) and probabilities.shape == (len(validation), 1)
+
+
+class _Reached(Exception):
+    """Raised by a model once fit or predict has handed it a batch: the batch is all the test needs."""
+
+
+class DeviceRecordingModel(SingleTaskMLP):
+    """Records the devices of its weights and of the batch it is given, then stops the caller: in forward
+    with ``stop_in_forward``, else in ``extra_loss``, which fit calls after the labels' cross-entropy, and
+    that refuses labels on another device than the logits."""
+
+    stop_in_forward = False
+
+    def forward(self, batch):
+        self.seen = {
+            "parameters": {p.device.type for p in self.parameters()},
+            "batch": {batch.categorical.device.type, batch.dense.device.type},
+        }
+        if self.stop_in_forward:
+            raise _Reached
+        return super().forward(batch)
+
+    def extra_loss(self, logits):
+        raise _Reached
+
+
+def streamed(table: pd.DataFrame, path) -> StreamingTabularData:
+    dataset = ParquetTableDataset(str(path), row_group_rows=500)
+    dataset.save(table)
+    return StreamingTabularData(dataset.load(), SCHEMA, shuffle_buffer_rows=1000)
+
+
+@pytest.mark.parametrize("source", ["memory", "stream"])
+def test_fit_moves_the_model_and_every_batch_to_the_configured_device(data, source, tmp_path, monkeypatch):
+    """The meta device stands in for CUDA: its tensors have shapes but no values, so the first step is as
+    far as training goes there, and far enough to see where the model and its inputs are."""
+    train, validation = data
+    if source == "stream":
+        train = streamed(toy_table(3000, 0), tmp_path / "train")
+    monkeypatch.setattr(training, "resolve_device", lambda setting: torch.device("meta"))
+    model = DeviceRecordingModel(make_model().spec)
+    with pytest.raises(_Reached):
+        fit(model, train, validation, ["t"], config())
+    assert model.seen == {"parameters": {"meta"}, "batch": {"meta"}}
+
+
+def test_predict_feeds_the_model_on_its_own_device(data):
+    model = DeviceRecordingModel(make_model().spec).to("meta")
+    model.stop_in_forward = True
+    with pytest.raises(_Reached):
+        predict(model, data[1])
+    assert model.seen == {"parameters": {"meta"}, "batch": {"meta"}}
+
+
+def test_train_model_reports_the_device_and_returns_the_model_on_the_cpu():
+    from emm.pipelines.model_training import train_model
+
+    table = toy_table(300, 4)
+    model, report = train_model(make_model, table, table, SCHEMA, ["t"], config(max_epochs=1), "m")
+    assert report["device"] == "cpu"
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_keeps_the_best_weights_and_predicts_to_numpy(data):
+    train, validation = data
+    model = make_model()
+    history = fit(model, train, validation, ["t"], config(learning_rate=0.05, max_epochs=4, device="cuda"))
+    assert history.device == "cuda" and {p.device.type for p in model.parameters()} == {"cuda"}
+    final = training.auc_per_task(validation.labels.numpy(), predict(model, validation), ["t"])["t"]
+    assert final == pytest.approx(history.best_validation_auc["t"], abs=1e-6)

@@ -27,6 +27,9 @@ class TabularBatch(NamedTuple):
     categorical: torch.Tensor  # [B, n_categorical] int64 codes, 0 = unseen value
     dense: torch.Tensor  # [B, n_dense] float32, scaled
 
+    def to(self, device: torch.device) -> TabularBatch:
+        return TabularBatch(self.categorical.to(device), self.dense.to(device))
+
 
 @dataclass
 class TabularData:

@@ -8,8 +8,8 @@ whose objective has a term beyond the labels' cross-entropy (AITM's calibrator) 
 
 from __future__ import annotations
 
-import copy
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +40,10 @@ class TrainingConfig:
     # Tables with more rows are streamed from their Parquet files (emm.models.tabular); None: always in memory.
     max_in_memory_rows: int | None = None
     shuffle_buffer_rows: int = 262144
+    device: str = "auto"  # see resolve_device
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # an unusable device fails when the settings are read, before any data is
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingConfig:
@@ -58,6 +62,7 @@ class TrainingHistory:
     best_epoch: int = -1
     seconds: float = 0.0
     train_rows_per_second: float = 0.0  # training steps only, validation left out
+    device: str = ""
 
     @property
     def best_validation_auc(self) -> dict[str, float]:
@@ -71,7 +76,32 @@ class TrainingHistory:
             "best_validation_auc": self.best_validation_auc,
             "seconds": self.seconds,
             "train_rows_per_second": self.train_rows_per_second,
+            "device": self.device,
         }
+
+
+_DEVICE_SETTING = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The device of the ``training.device`` setting: ``auto`` is CUDA where available, else the CPU;
+    ``cpu``, ``cuda`` and ``cuda:N`` name one, and a CUDA device that is not there is an error."""
+    if not isinstance(setting, str) or not _DEVICE_SETTING.fullmatch(setting):
+        raise ValueError(f"training.device is {setting!r}; expected one of auto, cpu, cuda, cuda:N")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"training.device is {setting!r} but CUDA is not available to this torch {torch.__version__}; "
+                "set training.device to auto or cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"training.device is {setting!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    return device
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -91,10 +121,12 @@ def seed_model_initialisation(seed: int) -> None:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: ModelInput, batch_size: int = 8192) -> np.ndarray:
-    """Probabilities [N, n_model_tasks] in table order, the model in eval mode."""
+    """Probabilities [N, n_model_tasks] in table order, the model in eval mode on the device it is on."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chunks = [torch.sigmoid(model(batch)) for batch, _ in data.batches(batch_size)]
+    # Each chunk goes back to the CPU at once, so device memory holds one batch's output, not the table's.
+    chunks = [torch.sigmoid(model(batch.to(device))).cpu() for batch, _ in data.batches(batch_size)]
     model.train(was_training)
     return torch.cat(chunks).numpy()
 
@@ -119,6 +151,12 @@ def _selection_score(aucs: dict[str, float], name: str) -> float:
     return float(np.mean(defined))
 
 
+def _copy_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The best epoch's weights, copied so that later steps leave them alone, and to the CPU so that they
+    take no device memory; ``load_state_dict`` copies them back onto the model's device."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+
+
 def fit(
     model: nn.Module,
     train: ModelInput,
@@ -129,8 +167,11 @@ def fit(
 ) -> TrainingHistory:
     """Train ``model``, whose outputs are logits [B, len(tasks)] for ``tasks`` in order, in place.
 
-    Returns the history; the model is left with the weights of its best validation epoch.
+    The model and each batch go to the device of ``config.device``, where the model stays. Returns the
+    history; the model is left with the weights of its best validation epoch.
     """
+    device = resolve_device(config.device)
+    model.to(device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     columns = [train.task_index(task) for task in tasks]
@@ -141,7 +182,7 @@ def fit(
     extra_loss = getattr(model, "extra_loss", None)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
-    history = TrainingHistory()
+    history = TrainingHistory(device=str(device))
     best_score, best_state, stale_epochs = -np.inf, None, 0
     started, training_seconds, rows_seen = time.perf_counter(), 0.0, 0
     n_batches = -(-len(train) // config.batch_size)
@@ -160,8 +201,8 @@ def fit(
         for batch, labels in train.batches(config.batch_size, generator):
             if len(labels) < 2:  # BatchNorm cannot train on one row (a table's last, odd row)
                 continue
-            logits = model(batch)
-            loss = F.binary_cross_entropy_with_logits(logits, labels[:, columns])
+            logits = model(batch.to(device))
+            loss = F.binary_cross_entropy_with_logits(logits, labels[:, columns].to(device))
             if extra_loss is not None:
                 loss = loss + extra_loss(logits)
             optimizer.zero_grad(set_to_none=True)
@@ -179,7 +220,7 @@ def fit(
         history.validation_auc.append(aucs)
         improved = score > best_score
         if improved:
-            best_score, best_state, stale_epochs = score, copy.deepcopy(model.state_dict()), 0
+            best_score, best_state, stale_epochs = score, _copy_to_cpu(model.state_dict()), 0
             history.best_epoch = epoch
         else:
             stale_epochs += 1
