@@ -123,6 +123,35 @@ def test_untrained_components_switch_trains_fresh_components():
     assert all(c.training for c in model.components())
 
 
+def _snapshot(module: torch.nn.Module) -> tuple:
+    return (
+        {key: value.clone() for key, value in module.state_dict().items()},
+        [p.requires_grad for p in module.parameters()],
+        [m.training for m in module.modules()],
+    )
+
+
+def test_building_emm_leaves_the_decomposition_untouched():
+    # The Table II variants are built from one Decomposition in one process: a variant that re-initialised
+    # or froze the decomposition's own modules would hand the next variant altered components.
+    pool = heterogeneous_pool()
+    for model in pool.values():
+        warm_up_batch_norm(model)
+    decomposition = decompose(pool, max_levels=3)
+    components = [component for level in decomposition.levels for component in level.values()]
+    before = [_snapshot(component) for component in components]
+    for trained in (False, True):
+        model = EMM(decomposition, ["a", "b"], {"use_trained_components": trained})
+        model.train()
+        training_step(model)
+    for component, (state, requires_grad, training) in zip(components, before):
+        after_state, after_requires_grad, after_training = _snapshot(component)
+        assert state.keys() == after_state.keys()
+        assert all(torch.equal(state[key], after_state[key]) for key in state)
+        assert after_requires_grad == requires_grad and after_training == training
+        assert all(p.grad is None for p in component.parameters())
+
+
 def test_saved_model_loads_with_identical_outputs(tmp_path):
     model = make_emm()
     model.eval()

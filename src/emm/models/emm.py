@@ -8,6 +8,8 @@ at level l > 1 task t's components and gates read z_t of level l - 1.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -67,8 +69,11 @@ class EMM(nn.Module):
         self.levels = nn.ModuleList()
         gate_dims = [self.gate_embedding.output_dim] * len(tasks)
         for depth, level_dim in enumerate(decomposition.level_dims):
+            # Copies: freezing or re-initialising below must leave the decomposition as it came, since the
+            # Table II variants are built from one decomposition in one process.
             components = [
-                [decomposition.levels[depth][name] for name in decomposition.models_of(task)] for task in tasks
+                [copy.deepcopy(decomposition.levels[depth][name]) for name in decomposition.models_of(task)]
+                for task in tasks
             ]
             self.levels.append(
                 AKF(
