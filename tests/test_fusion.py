@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 from emm.datasets.torch_model import TorchModelDataset
-from emm.models.akf import FusionGate
+from emm.models.akf import FusionGate, MultiTaskMerge
 from emm.models.decomposition import decompose
 from emm.models.emm import EMM
 from emm.models.tabular import example_batch
@@ -94,6 +96,47 @@ def test_fusion_gate_never_picks_its_own_task():
     assert (selection.choice == 2).all()
     expected = selection.probabilities[:, 2:3] * 2.0
     assert torch.allclose(selection.selected, expected.expand(4, 2))
+
+
+def _dense_tanh(layer: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    linear = layer[0]
+    return torch.tanh(x @ linear.weight.T + linear.bias)
+
+
+@pytest.mark.parametrize("query_from", ["own", "paper"])
+def test_mtm_scores_are_eq_6_in_the_chosen_form(query_from):
+    torch.manual_seed(0)
+    merge = MultiTaskMerge(dim=6, attention_dim=4, query_from=query_from)
+    own, selected = torch.randn(5, 6), torch.randn(5, 6)
+    _, attention = merge(own, selected)
+    with torch.no_grad():
+        keys = [_dense_tanh(merge.key, w) for w in (own, selected)]
+        # own: <Q(h_t), K(w)>, one query for both candidates; paper: <Q(w), K(w)>, each candidate its own.
+        queries = [_dense_tanh(merge.query, own)] * 2 if query_from == "own" else [
+            _dense_tanh(merge.query, w) for w in (own, selected)
+        ]
+        scores = torch.stack([(q * k).sum(-1) for q, k in zip(queries, keys)], dim=1) / math.sqrt(4)
+    assert torch.allclose(attention, torch.softmax(scores, dim=-1), atol=1e-6)
+
+
+def test_mtm_query_setting_reaches_every_merge_and_is_checked():
+    model = make_emm(mtm_query="paper")
+    assert all(merge.query_from == "paper" for level in model.levels for merge in level.merges)
+    assert all(merge.query_from == "own" for level in make_emm().levels for merge in level.merges)
+    with pytest.raises(ValueError, match="mtm_query.*'own'.*'paper'.*'self'"):
+        make_emm(mtm_query="self")
+
+
+def test_payload_saved_before_a_setting_existed_loads_with_its_default():
+    model = make_emm()
+    model.eval()
+    payload = model.to_payload()
+    payload["config"] = {key: value for key, value in payload["config"].items() if key != "mtm_query"}
+    restored = EMM.from_payload(payload)
+    restored.eval()
+    assert restored.config["mtm_query"] == "own"
+    batch = example_batch(SIGNATURE, batch_size=4, seed=2)
+    assert torch.equal(restored(batch), model(batch))
 
 
 def test_mtm_switch_removes_fusion_gates_and_attention():

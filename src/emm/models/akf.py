@@ -6,7 +6,11 @@ Per task t, over the frozen components of that level (each optionally followed b
   selected and its output enters scaled by that value, F_t(x)_j * h_j. The selection itself is an argmax,
   which has no gradient; the scale is the differentiable path (top-1 routing as in the Switch Transformer),
   and through the softmax it moves every logit of F_t, so the gate learns which task to pick;
-- Multi-Task Merge, MTM (eqs. 4-6): z_t = sum_{w in {h_t, F_t,j h_j}} softmax_w(<Q(h_t), K(w)> / sqrt(d)) V(w).
+- Multi-Task Merge, MTM (eqs. 4-6): z_t = sum_{w in {h_t, F_t,j h_j}} softmax_w(c(w)) V(w), where the score
+  c(w) is, by the ``mtm_query`` setting,
+    "own" (default, the project's reading): c(w) = <Q(h_t), K(w)> / sqrt(d), one query from the task's own
+      output for both candidates, as in attention where the query comes from the position being updated;
+    "paper" (eq. 6 as printed): c(w) = <Q(w), K(w)> / sqrt(d), each candidate scored from itself alone.
 """
 
 from __future__ import annotations
@@ -65,26 +69,46 @@ class FusionGate(nn.Module):
         return FusionSelection(selected, probabilities, choice)
 
 
+# Where MTM's query comes from (the ``mtm_query`` setting): see the module docstring.
+MTM_QUERIES = ("own", "paper")
+
+
+def _check_mtm_query(query_from: str) -> None:
+    if query_from not in MTM_QUERIES:
+        raise ValueError(
+            f"mtm_query must be one of {', '.join(map(repr, MTM_QUERIES))}; got {query_from!r}: 'own' scores "
+            "<Q(h_t), K(w)>, 'paper' scores <Q(w), K(w)> (eq. 6 as printed)"
+        )
+
+
 class MultiTaskMerge(nn.Module):
     """Eqs. (4)-(6): attention of a task's output over itself and the selected task's output.
 
-    Q and K are one fully connected layer with tanh; V is one with ReLU, initialised to the identity so that
-    at the start of training MTM passes the (non-negative, post-activation) component features through
-    unchanged, and the frozen components of the next level see inputs like the ones they were trained on.
+    The score of candidate w is <Q(h_t), K(w)> / sqrt(d) with ``query_from="own"`` and <Q(w), K(w)> / sqrt(d)
+    with ``query_from="paper"``. Q and K are one fully connected layer with tanh; V is one with ReLU,
+    initialised to the identity so that at the start of training MTM passes the (non-negative,
+    post-activation) component features through unchanged, and the frozen components of the next level see
+    inputs like the ones they were trained on.
     """
 
-    def __init__(self, dim: int, attention_dim: int):
+    def __init__(self, dim: int, attention_dim: int, query_from: str = "own"):
         super().__init__()
+        _check_mtm_query(query_from)
+        self.query_from = query_from
         self.query = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
         self.key = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
         self.value = nn.Sequential(_identity_linear(dim), nn.ReLU())
         self.scale = 1.0 / math.sqrt(attention_dim)
 
     def forward(self, own: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pair = torch.stack([own, selected], dim=1)  # [B, 2, D]
-        query = self.query(own).unsqueeze(1)  # [B, 1, A]
+        # own: h_t [B, D]; selected: F_t,j h_j [B, D]
+        pair = torch.stack([own, selected], dim=1)  # [B, 2, D] the candidates w of eq. (5)
+        if self.query_from == "paper":
+            query = self.query(pair)  # [B, 2, A] Q(w), one per candidate
+        else:
+            query = self.query(own).unsqueeze(1)  # [B, 1, A] Q(h_t), shared by both candidates
         scores = (query * self.key(pair)).sum(-1) * self.scale  # [B, 2], eq. (6)
-        attention = F.softmax(scores, dim=-1)  # [B, 2] c(h_t, w)
+        attention = F.softmax(scores, dim=-1)  # [B, 2] c(w)
         merged = torch.einsum("bw,bwd->bd", attention, self.value(pair))  # [B, D], eq. (5)
         return merged, attention
 
@@ -103,7 +127,8 @@ class AKF(nn.Module):
     of the level's input width to ``output_dim``. With ``use_mtm=False`` (the ablation of Table II) MTM is
     left out and a task passes its gated output h_t on unchanged. With ``component_adapters`` each
     component's output passes a trainable linear map, identity at the start, before the task gate's sum:
-    components of one level share shapes but not feature spaces (docs/method.md).
+    components of one level share shapes but not feature spaces (docs/method.md). ``mtm_query`` chooses
+    MTM's score, "own" or "paper" (module docstring).
     """
 
     def __init__(
@@ -114,8 +139,10 @@ class AKF(nn.Module):
         attention_dim: int,
         use_mtm: bool = True,
         component_adapters: bool = False,
+        mtm_query: str = "own",
     ):
         super().__init__()
+        _check_mtm_query(mtm_query)  # also without MTM: a misspelt setting must not pass unnoticed
         self.n_tasks = len(components)
         self.components = nn.ModuleList(nn.ModuleList(task_components) for task_components in components)
         self.adapters = (
@@ -133,7 +160,9 @@ class AKF(nn.Module):
             self.fusion_gates = nn.ModuleList(
                 FusionGate(dim, self.n_tasks, task) for task, dim in enumerate(gate_input_dims)
             )
-            self.merges = nn.ModuleList(MultiTaskMerge(output_dim, attention_dim) for _ in range(self.n_tasks))
+            self.merges = nn.ModuleList(
+                MultiTaskMerge(output_dim, attention_dim, mtm_query) for _ in range(self.n_tasks)
+            )
 
     def forward(
         self, level_inputs: list, gate_inputs: list[torch.Tensor]

@@ -27,6 +27,7 @@ DEFAULT_CONFIG = {
     "use_mtm": True,  # Table II ablation switch: MTM (fusion gate + attention) on or off
     "use_trained_components": True,  # Table II ablation switch: frozen trained components, or fresh ones
     "component_adapters": False,  # a trainable linear map (identity at start) on each component's output
+    "mtm_query": "own",  # MTM scores <Q(h_t), K(w)> ("own") or eq. (6) as printed, <Q(w), K(w)> ("paper")
 }
 
 
@@ -83,6 +84,7 @@ class EMM(nn.Module):
                     self.config["attention_dim"],
                     self.config["use_mtm"],
                     self.config["component_adapters"],
+                    self.config["mtm_query"],
                 )
             )
             gate_dims = [level_dim] * len(tasks)
