@@ -5,12 +5,12 @@ import torch
 from torch.nn import functional as F
 
 from emm.datasets.torch_model import TorchModelDataset
-from emm.models.akf import FusionGate, MultiTaskMerge
+from emm.models.akf import UNBOUNDED, FusionGate, MultiTaskMerge
 from emm.models.decomposition import decompose
 from emm.models.emm import EMM
 from emm.models.tabular import example_batch
 
-from helpers import SIGNATURE, heterogeneous_pool, warm_up_batch_norm
+from helpers import SIGNATURE, heterogeneous_pool, make_model, warm_up_batch_norm
 
 
 def make_emm(**config) -> EMM:
@@ -106,7 +106,7 @@ def _dense_tanh(layer: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("query_from", ["own", "paper"])
 def test_mtm_scores_are_eq_6_in_the_chosen_form(query_from):
     torch.manual_seed(0)
-    merge = MultiTaskMerge(dim=6, attention_dim=4, query_from=query_from)
+    merge = MultiTaskMerge(dim=6, attention_dim=4, value_range=UNBOUNDED, query_from=query_from)
     own, selected = torch.randn(5, 6), torch.randn(5, 6)
     _, attention = merge(own, selected)
     with torch.no_grad():
@@ -137,6 +137,51 @@ def test_payload_saved_before_a_setting_existed_loads_with_its_default():
     assert restored.config["mtm_query"] == "own"
     batch = example_batch(SIGNATURE, batch_size=4, seed=2)
     assert torch.equal(restored(batch), model(batch))
+
+
+def _emm_over_pool_of(activations: tuple[str, str]) -> EMM:
+    pool = {
+        "x": make_model("x", "a", [16, 8], seed=1, activation=activations[0]),
+        "y": make_model("y", "b", [16, 8], seed=2, activation=activations[1]),
+    }
+    for model in pool.values():
+        warm_up_batch_norm(model)
+    model = EMM(decompose(pool, max_levels=2), ["a", "b"])
+    return model.eval()
+
+
+def _emitted_per_level(model: EMM) -> list[torch.Tensor]:
+    """Per level [2 * B, D]: what the components of both tasks emit on a batch, the values MTM's V reads."""
+    features, emitted = [example_batch(SIGNATURE, batch_size=64, seed=3)] * 2, []
+    with torch.no_grad():
+        for level in model.levels:
+            features = [task[0](inputs) for task, inputs in zip(level.components, features)]
+            emitted.append(torch.cat(features))
+    return emitted
+
+
+@pytest.mark.parametrize(
+    "activations",
+    [(name, name) for name in ["ReLU", "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid"]] + [("ReLU", "Tanh")],
+    ids="-".join,
+)
+def test_mtm_value_map_starts_as_the_identity_on_what_components_emit(activations):
+    model = _emm_over_pool_of(activations)
+    for level, emitted in zip(model.levels, _emitted_per_level(model)):
+        for merge in level.merges:
+            with torch.no_grad():
+                assert torch.allclose(merge.value(emitted), emitted, atol=1e-6)
+
+
+def test_mtm_value_map_of_a_tanh_pool_is_the_identity_and_stays_in_minus_one_one():
+    model = _emm_over_pool_of(("Tanh", "Tanh"))
+    for level, emitted in zip(model.levels, _emitted_per_level(model)):
+        assert emitted.min() < 0  # the features a ReLU value map would have cut
+        for merge in level.merges:
+            with torch.no_grad():
+                assert torch.allclose(merge.value(emitted), emitted, atol=1e-6)
+                # Beyond the components' range V stops at its edge: the next level's components never saw more.
+                assert merge.value(3 * emitted).abs().max() <= 1
 
 
 def test_mtm_switch_removes_fusion_gates_and_attention():

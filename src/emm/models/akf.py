@@ -11,6 +11,7 @@ Per task t, over the frozen components of that level (each optionally followed b
     "own" (default, the project's reading): c(w) = <Q(h_t), K(w)> / sqrt(d), one query from the task's own
       output for both candidates, as in attention where the query comes from the position being updated;
     "paper" (eq. 6 as printed): c(w) = <Q(w), K(w)> / sqrt(d), each candidate scored from itself alone.
+  V starts as the identity on every value the level's components can emit (see ``MultiTaskMerge``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,73 @@ class FusionGate(nn.Module):
         return FusionSelection(selected, probabilities, choice)
 
 
+class FeatureRange(NamedTuple):
+    """The closed interval [low, high] of values a layer can emit; None is an open end."""
+
+    low: float | None
+    high: float | None
+
+
+UNBOUNDED = FeatureRange(None, None)
+
+# What each activation of emm.models.layers emits. GELU's and SiLU's minima (-0.169971..., -0.278465...) are
+# rounded down, so that the values float32 rounding gives lie inside too.
+ACTIVATION_RANGES = {
+    "ReLU": FeatureRange(0.0, None),
+    "LeakyReLU": UNBOUNDED,
+    "GELU": FeatureRange(-0.17, None),
+    "SiLU": FeatureRange(-0.279, None),
+    "Tanh": FeatureRange(-1.0, 1.0),
+    "Sigmoid": FeatureRange(0.0, 1.0),
+}
+
+
+def output_range(component: nn.Module) -> FeatureRange:
+    """What ``component`` can emit, read from its last layer other than a dropout (the identity in eval mode).
+
+    Leaf modules are taken in registration order, the order in which an ``nn.Sequential`` runs them. A last
+    layer that is no activation of ``ACTIVATION_RANGES`` (a Linear, a norm, another activation) may emit any
+    value, as far as this table knows.
+    """
+    leaves = [module for module in component.modules() if not list(module.children())]
+    last = next((leaf for leaf in reversed(leaves) if not isinstance(leaf, nn.Dropout)), None)
+    return ACTIVATION_RANGES.get(type(last).__name__, UNBOUNDED)
+
+
+def covering_range(ranges: list[FeatureRange]) -> FeatureRange:
+    """The smallest interval holding every range of ``ranges``."""
+    lows, highs = [r.low for r in ranges], [r.high for r in ranges]
+    return FeatureRange(
+        None if None in lows else min(lows),
+        None if None in highs else max(highs),
+    )
+
+
+class Clamp(nn.Module):
+    """The projection onto [low, high]: the identity inside, the nearer end outside."""
+
+    def __init__(self, low: float | None, high: float | None):
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.low, self.high)
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"
+
+
+def _value_activation(feature_range: FeatureRange) -> nn.Module:
+    """V's activation: the projection onto ``feature_range``, the identity on every value in it."""
+    if feature_range == UNBOUNDED:
+        return nn.Identity()
+    if feature_range == ACTIVATION_RANGES["ReLU"]:
+        # The same map as Clamp(0, None), but without gradient at exactly 0, where post-ReLU features often
+        # are: models over ReLU pools train as they did before the value map followed the pool.
+        return nn.ReLU()
+    return Clamp(*feature_range)
+
+
 # Where MTM's query comes from (the ``mtm_query`` setting): see the module docstring.
 MTM_QUERIES = ("own", "paper")
 
@@ -85,19 +153,23 @@ class MultiTaskMerge(nn.Module):
     """Eqs. (4)-(6): attention of a task's output over itself and the selected task's output.
 
     The score of candidate w is <Q(h_t), K(w)> / sqrt(d) with ``query_from="own"`` and <Q(w), K(w)> / sqrt(d)
-    with ``query_from="paper"``. Q and K are one fully connected layer with tanh; V is one with ReLU,
-    initialised to the identity so that at the start of training MTM passes the (non-negative,
-    post-activation) component features through unchanged, and the frozen components of the next level see
-    inputs like the ones they were trained on.
+    with ``query_from="paper"``. Q and K are one fully connected layer with tanh. V is one fully connected
+    layer, initialised to the identity, followed by the projection onto ``value_range``, the values the
+    level's components emit: ReLU for a ReLU pool, a clamp to [-1, 1] for a tanh pool, none where the
+    components may emit any value. So at the start of training V(w) = w and MTM passes the component
+    features through unchanged, and V never leaves the range the frozen components of the next level were
+    trained on. (The pool's own activation would not do: over a tanh pool V would start as tanh(w) != w.)
+    Both candidates lie in the range when the components' outputs do: h_t is a convex combination of them,
+    F_t,j h_j a shrunk h_j, and every range holds 0.
     """
 
-    def __init__(self, dim: int, attention_dim: int, query_from: str = "own"):
+    def __init__(self, dim: int, attention_dim: int, value_range: FeatureRange, query_from: str = "own"):
         super().__init__()
         _check_mtm_query(query_from)
         self.query_from = query_from
         self.query = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
         self.key = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh())
-        self.value = nn.Sequential(_identity_linear(dim), nn.ReLU())
+        self.value = nn.Sequential(_identity_linear(dim), _value_activation(value_range))
         self.scale = 1.0 / math.sqrt(attention_dim)
 
     def forward(self, own: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +200,8 @@ class AKF(nn.Module):
     left out and a task passes its gated output h_t on unchanged. With ``component_adapters`` each
     component's output passes a trainable linear map, identity at the start, before the task gate's sum:
     components of one level share shapes but not feature spaces (docs/method.md). ``mtm_query`` chooses
-    MTM's score, "own" or "paper" (module docstring).
+    MTM's score, "own" or "paper" (module docstring). MTM's V projects onto the range of values the
+    components emit, read from their last activation (``output_range``).
     """
 
     def __init__(
@@ -160,8 +233,11 @@ class AKF(nn.Module):
             self.fusion_gates = nn.ModuleList(
                 FusionGate(dim, self.n_tasks, task) for task, dim in enumerate(gate_input_dims)
             )
+            value_range = covering_range(
+                [output_range(component) for task_components in components for component in task_components]
+            )
             self.merges = nn.ModuleList(
-                MultiTaskMerge(output_dim, attention_dim, mtm_query) for _ in range(self.n_tasks)
+                MultiTaskMerge(output_dim, attention_dim, value_range, mtm_query) for _ in range(self.n_tasks)
             )
 
     def forward(
