@@ -16,7 +16,7 @@ export EMM_CENSUS_DIR := ../shared/data/census-income
 endif
 endif
 
-.PHONY: install run report test benchmark scale-benchmark synthetic viz clean-outputs mlflow-ui
+.PHONY: install run report test benchmark benchmark-seeds scale-benchmark synthetic viz clean-outputs mlflow-ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ report: install
 # The whole comparison, one `kedro run` per pipeline, timed, peak memory measured: data/08_reporting/benchmark.md
 benchmark: install
 	$(BIN)/python scripts/benchmark.py
+
+# Table I with spread: the Census 2-task comparison retrained for model seeds 42, 43, 44 on the same split
+# (~25 min a seed on 2 cores): data/08_reporting/census/seeds/table_1_seeds.md
+benchmark-seeds: install
+	$(BIN)/python scripts/benchmark_seeds.py --namespace census --seeds 42,43,44
 
 # SYNTHETIC Ali-CCP (raw Tianchi layout) and AliExpress (NL) files for the *_synthetic namespaces: small
 # sets to try the chains on; scale-benchmark writes its own, larger ones.

@@ -286,3 +286,81 @@ def test_table_ii_switches_set_what_exists_and_what_is_frozen(row):
     # from scratch its weights are fresh.
     first_linear = next(m for m in model.levels[0].components[0][0].modules() if isinstance(m, torch.nn.Linear))
     assert torch.equal(first_linear.weight, original["body.0.weight"]) == trained
+
+
+def pool_logits(model: EMM, batch) -> torch.Tensor:
+    """Each task's pool models run whole (embedding, body, head), their logits averaged: [B, T]."""
+    pool = model.decomposition
+    columns = []
+    for task in model.tasks:
+        logits = []
+        for name in pool.models_of(task):
+            hidden = batch
+            for level in pool.levels:
+                hidden = level[name](hidden)
+            logits.append(pool.heads[name](hidden))
+        columns.append(torch.cat(logits, dim=1).mean(dim=1))
+    return torch.stack(columns, dim=1)
+
+
+def test_decomposition_keeps_the_trained_heads_and_saves_them(tmp_path):
+    pool = heterogeneous_pool()
+    decomposition = decompose(pool, max_levels=3)
+    for name, model in pool.items():
+        assert torch.equal(decomposition.heads[name].weight, model.head.weight)
+    path = tmp_path / "components.pt"
+    TorchModelDataset(str(path)).save(decomposition)
+    loaded = TorchModelDataset(str(path)).load()
+    for name, model in pool.items():
+        assert torch.equal(loaded.heads[name].weight, model.head.weight)
+        assert torch.equal(loaded.heads[name].bias, model.head.bias)
+
+
+def test_pool_heads_from_scratch_start_as_the_average_of_each_tasks_pool_models():
+    model = make_emm(pool_heads=True).eval()
+    batch = example_batch(SIGNATURE, batch_size=8, seed=4)
+    with torch.no_grad():
+        assert torch.allclose(model(batch), pool_logits(model, batch), atol=1e-6)
+
+
+def test_emm_plus_starts_halfway_between_emm_and_its_pool_and_tunes_everything():
+    fused = make_emm(component_adapters=True)
+    optimizer = torch.optim.Adam([p for p in fused.parameters() if p.requires_grad], lr=0.05)
+    fused.train()
+    for step in range(3):  # a trained EMM: towers and gates away from their initial values
+        optimizer.zero_grad()
+        training_step(fused, seed=step)
+        optimizer.step()
+    plus = EMM.with_pool_heads(fused).eval()
+    fused.eval()
+    batch = example_batch(SIGNATURE, batch_size=8, seed=9)
+    with torch.no_grad():
+        expected = 0.5 * fused(batch) + 0.5 * pool_logits(plus, batch)
+        assert torch.allclose(plus(batch), expected, atol=1e-6)
+    assert all(p.requires_grad for p in plus.parameters())
+    plus.train()
+    assert not any(component.training for component in plus.components())  # BatchNorm statistics fixed
+    training_step(plus)
+    assert all(p.grad is not None for component in plus.components() for p in component.parameters())
+    assert all(p.grad is not None for head in plus.heads for p in head.parameters())
+
+
+def test_emm_plus_saves_and_loads_with_identical_outputs(tmp_path):
+    plus = EMM.with_pool_heads(make_emm()).eval()
+    path = tmp_path / "emm_plus.pt"
+    TorchModelDataset(str(path)).save(plus)
+    loaded = TorchModelDataset(str(path)).load().eval()
+    batch = example_batch(SIGNATURE, batch_size=5, seed=2)
+    with torch.no_grad():
+        assert torch.equal(loaded(batch), plus(batch))
+    assert loaded.config["pool_heads"] and loaded.config["tune_components"]
+
+
+def test_pool_heads_need_heads_and_trained_components():
+    pool = heterogeneous_pool()
+    decomposition = decompose(pool, max_levels=3)
+    with pytest.raises(ValueError, match="use_trained_components"):
+        EMM(decomposition, ["a", "b"], {"pool_heads": True, "use_trained_components": False})
+    decomposition.heads = {}
+    with pytest.raises(ValueError, match="decompose stage again"):
+        EMM(decomposition, ["a", "b"], {"pool_heads": True})

@@ -91,8 +91,8 @@ def test_aucs_are_catalogued_by_model_then_task(first_run):
     pool = {"income_small", "income_large", "never_married_small", "never_married_large"}
     baselines = {"shared_bottom", "mmoe", "ple", "aitm", "adatt"}
     ablations = {"ablation_baseline", "ablation_baseline_mtm", "ablation_baseline_p"}
-    assert set(aucs) == pool | baselines | ablations | {"emm"}
-    for model in baselines | ablations | {"emm"}:
+    assert set(aucs) == pool | baselines | ablations | {"emm", "emm_plus"}
+    for model in baselines | ablations | {"emm", "emm_plus"}:
         assert set(aucs[model]) == {"income", "never_married"}, model
     assert set(aucs["income_small"]) == {"income"}
     for scores in aucs.values():
@@ -100,7 +100,7 @@ def test_aucs_are_catalogued_by_model_then_task(first_run):
             assert 0 < auc < 1
     assert catalog.load("census.test_aucs") == aucs
     table = catalog.load("census.table_1")
-    assert list(table["model"]) == [*sorted(pool, key=list(aucs).index), "pool average", *sorted(baselines, key=list(aucs).index), "emm"]
+    assert list(table["model"]) == [*sorted(pool, key=list(aucs).index), "pool average", *sorted(baselines, key=list(aucs).index), "emm", "emm_plus"]
     assert table.loc[table["model"] == "emm", "gain_income"].item() == pytest.approx(
         aucs["emm"]["income"] - table.loc[table["model"] == "pool average", "auc_income"].item()
     )
@@ -114,6 +114,7 @@ def test_every_run_has_its_own_tasks_and_labels_are_never_features(first_run):
         features = {column["name"] for column in schema["categorical"]} | set(schema["dense"])
         assert not features & {task["column"] for task in schema["tasks"]}, namespace
         assert set(catalog.load(f"{namespace}.test_aucs")["emm"]) == set(tasks)
+        assert set(catalog.load(f"{namespace}.test_aucs")["emm_plus"]) == set(tasks)
 
 
 def test_report_writes_every_table_and_figure(first_run):
@@ -132,10 +133,10 @@ def test_report_writes_every_table_and_figure(first_run):
     assert (reporting / "adaptability" / "figure_3.png").read_bytes().startswith(b"\x89PNG")
     figure_3 = catalog.load("adaptability.table")
     assert set(figure_3["n_tasks"]) == {2, 3, 4}
-    assert {"EMM", "pool average", "best pool model"} <= set(figure_3["model"])
+    assert {"EMM", "EMM+", "pool average", "best pool model"} <= set(figure_3["model"])
 
     table_2 = catalog.load("census.table_2")
-    assert list(table_2["label"]) == ["baseline", "baseline+MTM", "baseline+p", "EMM"]
+    assert list(table_2["label"]) == ["baseline", "baseline+MTM", "baseline+p", "EMM", "EMM+"]
     assert table_2["gain_income"].iloc[0] == 0
 
     choices = catalog.load("census_4tasks.fusion_choices")

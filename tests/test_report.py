@@ -64,8 +64,15 @@ def test_fusion_choices_leave_out_the_own_task_and_refuse_a_model_without_gates(
 
 
 def test_figure_3_numbers_summarise_the_pool_per_task():
-    table = adaptability_table({"run": ROLES}, run=AUCS)
+    table = adaptability_table({"run": ROLES}, {"run": LABELS}, run=AUCS)
     a = table[table["task"] == "a"].set_index("model")["auc"]
     assert a["pool average"] == pytest.approx(0.82) and a["best pool model"] == pytest.approx(0.84)
     assert a["EMM"] == 0.85 and a["mmoe"] == 0.83 and "ablation_scratch" not in a
     assert set(table["n_tasks"]) == {2}
+
+
+def test_figure_3_keeps_two_fused_models_apart_by_label():
+    aucs = {**AUCS, "emm_plus": {"a": 0.86, "b": 0.94}}
+    table = adaptability_table({"run": {**ROLES, "emm_plus": "emm"}}, {"run": {**LABELS, "emm_plus": "EMM+"}}, run=aucs)
+    b = table[table["task"] == "b"].set_index("model")["auc"]
+    assert b["EMM"] == 0.92 and b["EMM+"] == 0.94

@@ -237,3 +237,48 @@ def test_training_on_cuda_keeps_the_best_weights_and_predicts_to_numpy(data):
     assert history.device == "cuda" and {p.device.type for p in model.parameters()} == {"cuda"}
     final = training.auc_per_task(validation.labels.numpy(), predict(model, validation), ["t"])["t"]
     assert final == pytest.approx(history.best_validation_auc["t"], abs=1e-6)
+
+
+def test_pool_models_of_the_same_structure_and_task_start_from_different_weights(data, monkeypatch):
+    """Two pool entries with one spec and task must not be the same model twice."""
+    from emm.pipelines import model_training
+    from emm.pipelines.train_pool import nodes
+
+    built, seeds = [], []
+
+    def record(model, train, validation, tasks, config, name):
+        built.append(model)
+        seeds.append(config.seed)
+        return _NoHistory()
+
+    monkeypatch.setattr(model_training, "fit", record)
+    table = toy_table(200, 3)
+    pool = {"embedding_dim": 2, "dropout": 0.0, "batch_norm": True, "activation": "ReLU"}
+    for name in ("twin_a", "twin_b", "twin_a"):
+        nodes.train_pool_model(table, table, SCHEMA, {"task": "t", "hidden_dims": [4]}, pool, {"seed": 5}, name)
+    assert seeds[0] != seeds[1] and seeds[0] == seeds[2]
+    assert seeds[0] == model_training.model_seed(5, "twin_a") != model_training.model_seed(6, "twin_a")
+    first, second, again = (model.state_dict()["body.0.weight"] for model in built)
+    assert not torch.equal(first, second) and torch.equal(first, again)
+
+
+def test_validate_start_keeps_the_starting_weights_when_no_epoch_beats_them(data):
+    train, validation = data
+    model = make_model()
+    fit(model, train, validation, ["t"], config())
+    trained = {key: value.clone() for key, value in model.state_dict().items()}
+    # A step size that wrecks the model: every epoch scores below the start, which must be what is kept.
+    history = fit(model, train, validation, ["t"], config(learning_rate=5.0, max_epochs=2, validate_start=True))
+    assert history.best_epoch == -1
+    assert history.best_validation_auc == history.start_validation_auc
+    assert all(a["t"] < history.start_validation_auc["t"] for a in history.validation_auc)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+
+
+def test_validate_start_keeps_a_better_epoch(data):
+    train, validation = data
+    history = fit(make_model(), train, validation, ["t"], config(validate_start=True))
+    assert history.best_epoch >= 0
+    assert history.best_validation_auc["t"] > history.start_validation_auc["t"]
+    assert history.as_dict()["start_validation_auc"] == history.start_validation_auc

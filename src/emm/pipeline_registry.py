@@ -64,6 +64,7 @@ def stage_arguments(parameters: dict) -> dict:
         "baseline_models": (parameters.get("baselines") or {}).get("models") or {},
         "ablations": parameters.get("ablations") or {},
         "fusion_gates": fuse_model.get("use_mtm", True) and n_tasks > 1,
+        "refine": parameters.get("refine") or None,
     }
 
 

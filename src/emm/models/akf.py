@@ -240,14 +240,26 @@ class AKF(nn.Module):
                 MultiTaskMerge(output_dim, attention_dim, value_range, mtm_query) for _ in range(self.n_tasks)
             )
 
+    def component_outputs(self, level_inputs: list) -> list[list[torch.Tensor]]:
+        """h*_t,m: every component's output on its task's input, [t][m] -> [B, D]."""
+        return [
+            [component(level_inputs[task]) for component in self.components[task]] for task in range(self.n_tasks)
+        ]
+
     def forward(
-        self, level_inputs: list, gate_inputs: list[torch.Tensor]
+        self,
+        level_inputs: list,
+        gate_inputs: list[torch.Tensor],
+        component_outputs: list[list[torch.Tensor]] | None = None,
     ) -> tuple[list[torch.Tensor], LevelDiagnostics]:
         # level_inputs[t]: what task t's components read (the raw batch at level 1, else z_t [B, D_in]);
-        # gate_inputs[t]: [B, G_t]
+        # gate_inputs[t]: [B, G_t]; component_outputs: this level's component_outputs(level_inputs), when the
+        # caller needs them too and has computed them already
+        if component_outputs is None:
+            component_outputs = self.component_outputs(level_inputs)
         task_outputs, task_weights = [], []
         for task in range(self.n_tasks):
-            outputs = [component(level_inputs[task]) for component in self.components[task]]
+            outputs = component_outputs[task]
             if self.adapters is not None:
                 outputs = [adapter(output) for adapter, output in zip(self.adapters[task], outputs)]
             outputs = torch.stack(outputs, dim=1)  # [B, M_t, D]

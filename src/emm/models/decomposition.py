@@ -9,7 +9,8 @@
    after every run, past the parameter-free layers that follow it (activation, dropout), so that a
    component ends on a whole block. ``max_levels`` caps the levels; with surplus cuts, the kept ones group
    the blocks into levels of as even sizes as the cuts allow.
-4. The embedding joins the first component, the head is no component (the fused model trains towers).
+4. The embedding joins the first component, the head is no component (the fused model trains towers); the
+   trained heads are kept beside the levels, for fused models that reuse them (``EMM``'s ``pool_heads``).
    A forward pass checks that components of one level agree in shapes and that chaining a model's
    components reproduces its body exactly.
 """
@@ -151,10 +152,17 @@ def _spread_cuts(n_candidates: int, max_levels: int) -> list[int]:
 class Decomposition:
     """The components of every pool model, grouped by level: ``levels[l][model]`` is an ``nn.Sequential``."""
 
-    def __init__(self, models: dict[str, dict], levels: list[dict[str, nn.Sequential]], report: dict):
+    def __init__(
+        self,
+        models: dict[str, dict],
+        levels: list[dict[str, nn.Sequential]],
+        report: dict,
+        heads: dict[str, nn.Linear] | None = None,
+    ):
         self.models = models  # name -> {"task", "input", "embedding_dim", "level_layers": [[spec...]]}
         self.levels = levels
         self.report = report
+        self.heads = heads or {}  # name -> the model's trained head, [B, D_L] -> [B, 1]; {} in older files
 
     @property
     def tasks(self) -> list[str]:
@@ -180,6 +188,7 @@ class Decomposition:
                 name: [level[name].state_dict() for level in self.levels] for name in self.models
             },
             "report": self.report,
+            "heads": {name: head.state_dict() for name, head in self.heads.items()},
         }
 
     @classmethod
@@ -193,7 +202,11 @@ class Decomposition:
                 if depth == len(levels):
                     levels.append({})
                 levels[depth][name] = component
-        return cls(payload["models"], levels, payload["report"])
+        heads = {}
+        for name, state in payload.get("heads", {}).items():
+            heads[name] = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+            heads[name].load_state_dict(state)
+        return cls(payload["models"], levels, payload["report"], heads)
 
 
 def _component(info: dict, depth: int, layers: list[nn.Module]) -> nn.Sequential:
@@ -279,7 +292,8 @@ def decompose(models: dict[str, SingleTaskMLP], max_levels: int = 3) -> Decompos
             for name, model in models.items()
         },
     }
-    return Decomposition(infos, levels, report)
+    heads = {name: copy.deepcopy(model.head) for name, model in models.items()}
+    return Decomposition(infos, levels, report, heads)
 
 
 def _check_levels(

@@ -4,6 +4,16 @@
 
 At level 1 every task's components read the batch x and the gates read a small trainable embedding of x;
 at level l > 1 task t's components and gates read z_t of level l - 1.
+
+With ``pool_heads`` each pool model also runs its own chain of components into its trained head, and task
+t's logit adds a learnt mix of its models' logits:
+
+    y_t = tower_t(z_t) + sum_m a_t,m * head_m(c_m,L(... c_m,1(x)))
+
+Level 1 of the chains is the components' level-1 output, computed once; deeper levels are the small blocks
+at the pool models' ends. Built that way from scratch, the towers start at zero and a_t,m at 1/M_t: the
+model starts as the average of each task's trained models. ``EMM.with_pool_heads`` builds EMM+, the
+project's improved fused model (docs/method.md), from a trained EMM.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ DEFAULT_CONFIG = {
     "use_trained_components": True,  # Table II ablation switch: frozen trained components, or fresh ones
     "component_adapters": False,  # a trainable linear map (identity at start) on each component's output
     "mtm_query": "own",  # MTM scores <Q(h_t), K(w)> ("own") or eq. (6) as printed, <Q(w), K(w)> ("paper")
+    "pool_heads": False,  # add each pool model's own logit (its chain and trained head); towers start at 0
+    "tune_components": False,  # trained components (and heads) get gradients, still in eval mode: fine-tuning
 }
 
 
@@ -89,6 +101,9 @@ class EMM(nn.Module):
             )
             gate_dims = [level_dim] * len(tasks)
         self.towers = nn.ModuleList(_tower(decomposition.level_dims[-1], self.config["tower_dims"]) for _ in tasks)
+        self.heads: nn.ModuleList | None = None
+        if self.config["pool_heads"]:
+            self._add_pool_heads(decomposition)
 
         for level in self.levels:
             for component in level.components.modules():
@@ -96,28 +111,90 @@ class EMM(nn.Module):
                     component.requires_grad_(False)
                 elif isinstance(component, nn.Sequential):
                     _reset_parameters(component)
+        if self.config["tune_components"]:
+            if not self.frozen:
+                raise ValueError("tune_components fine-tunes trained components: it needs use_trained_components")
+            for module in [*self.components(), *(self.heads or [])]:
+                module.requires_grad_(True)
         self.train()
+
+    def _add_pool_heads(self, decomposition: Decomposition) -> None:
+        missing = [name for name in decomposition.models if name not in decomposition.heads]
+        if missing:
+            raise ValueError(
+                f"pool_heads needs the pool models' trained heads, and the decomposition has none for {missing} "
+                "(a components file written before heads were kept): run the decompose stage again"
+            )
+        if not self.frozen:
+            raise ValueError("pool_heads reuses the trained components and heads: it needs use_trained_components")
+        self.heads = nn.ModuleList(
+            nn.ModuleList(copy.deepcopy(decomposition.heads[name]).requires_grad_(False) for name in decomposition.models_of(task))
+            for task in self.tasks
+        )
+        self.head_weights = nn.ParameterList(
+            nn.Parameter(torch.full((len(task_heads),), 1.0 / len(task_heads))) for task_heads in self.heads
+        )
+        with torch.no_grad():
+            for tower in self.towers:
+                tower[-1].weight.zero_()
+                tower[-1].bias.zero_()
+
+    @classmethod
+    def with_pool_heads(cls, fused: EMM, tune_components: bool = True) -> EMM:
+        """EMM+: the trained EMM ``fused`` plus its pool models' own chains and trained heads (``pool_heads``),
+        starting as the average of ``fused``'s logit and the mean logit of each task's pool models; with
+        ``tune_components`` every weight, components and heads included, is trainable for fine-tuning."""
+        if fused.heads is not None:
+            raise ValueError("This EMM has its pool heads already")
+        model = cls(fused.decomposition, fused.tasks, {**fused.config, "pool_heads": True, "tune_components": tune_components})
+        missing, unexpected = model.load_state_dict(fused.state_dict(), strict=False)
+        own = [key for key in missing if not key.startswith(("heads.", "head_weights."))]
+        if own or unexpected:
+            raise ValueError(f"The fused model's weights do not fit its structure: missing {own}, unexpected {unexpected}")
+        with torch.no_grad():
+            for tower in model.towers:
+                tower[-1].weight.mul_(0.5)
+                tower[-1].bias.mul_(0.5)
+            for weights in model.head_weights:
+                weights.mul_(0.5)
+        return model
 
     def components(self) -> list[nn.Module]:
         return [component for level in self.levels for task in level.components for component in task]
 
     def train(self, mode: bool = True) -> EMM:
-        """Frozen components stay in eval mode: their BatchNorm statistics and dropout must not change."""
+        """Trained components stay in eval mode, fine-tuned ones too: their BatchNorm statistics and dropout
+        are those they were trained with."""
         super().train(mode)
         if self.frozen:
             for component in self.components():
                 component.eval()
+        if self.heads is not None:
+            self.heads.eval()
         return self
 
     def forward_with_diagnostics(self, batch: TabularBatch) -> tuple[torch.Tensor, list[LevelDiagnostics]]:
         level_inputs: list = [batch] * len(self.tasks)
         gate_inputs = [self.gate_embedding(batch)] * len(self.tasks)  # each [B, G]
         diagnostics = []
-        for level in self.levels:  # Algorithm 2: Z = KF_l(Z)
-            level_inputs, level_diagnostics = level(level_inputs, gate_inputs)
+        chains: list[list[torch.Tensor]] = []  # pool_heads: [t][m] each pool model's own chain, [B, D_l]
+        for depth, level in enumerate(self.levels):  # Algorithm 2: Z = KF_l(Z)
+            outputs = level.component_outputs(level_inputs)
+            if self.heads is not None:
+                chains = outputs if depth == 0 else [
+                    [component(chain) for component, chain in zip(level.components[task], chains[task])]
+                    for task in range(len(self.tasks))
+                ]
+            level_inputs, level_diagnostics = level(level_inputs, gate_inputs, outputs)
             gate_inputs = level_inputs
             diagnostics.append(level_diagnostics)
         logits = torch.cat([tower(z) for tower, z in zip(self.towers, level_inputs)], dim=1)  # [B, T]
+        if self.heads is not None:
+            pool_logits = [
+                torch.cat([head(chain) for head, chain in zip(heads, task_chains)], dim=1) @ weights  # [B]
+                for heads, task_chains, weights in zip(self.heads, chains, self.head_weights)
+            ]
+            logits = logits + torch.stack(pool_logits, dim=1)
         return logits, diagnostics
 
     def forward(self, batch: TabularBatch) -> torch.Tensor:

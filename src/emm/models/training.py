@@ -41,6 +41,9 @@ class TrainingConfig:
     max_in_memory_rows: int | None = None
     shuffle_buffer_rows: int = 262144
     device: str = "auto"  # see resolve_device
+    # Score the weights the model comes with before the first epoch, and keep them if no epoch beats them:
+    # a model that starts trained (fine-tuning) never ends worse on validation than it started.
+    validate_start: bool = False
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # an unusable device fails when the settings are read, before any data is
@@ -59,14 +62,15 @@ class TrainingHistory:
 
     train_loss: list[float] = field(default_factory=list)
     validation_auc: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = -1
+    best_epoch: int = -1  # -1 with validate_start: no epoch beat the starting weights, which were kept
+    start_validation_auc: dict[str, float] | None = None  # with validate_start
     seconds: float = 0.0
     train_rows_per_second: float = 0.0  # training steps only, validation left out
     device: str = ""
 
     @property
     def best_validation_auc(self) -> dict[str, float]:
-        return self.validation_auc[self.best_epoch]
+        return self.start_validation_auc if self.best_epoch == -1 else self.validation_auc[self.best_epoch]
 
     def as_dict(self) -> dict:
         return {
@@ -74,6 +78,7 @@ class TrainingHistory:
             "validation_auc": self.validation_auc,
             "best_epoch": self.best_epoch,
             "best_validation_auc": self.best_validation_auc,
+            "start_validation_auc": self.start_validation_auc,
             "seconds": self.seconds,
             "train_rows_per_second": self.train_rows_per_second,
             "device": self.device,
@@ -185,6 +190,12 @@ def fit(
     history = TrainingHistory(device=str(device))
     best_score, best_state, stale_epochs = -np.inf, None, 0
     started, training_seconds, rows_seen = time.perf_counter(), 0.0, 0
+    if config.validate_start:
+        history.start_validation_auc = auc_per_task(
+            validation_labels, predict(model, validation, config.eval_batch_size), tasks
+        )
+        best_score, best_state = _selection_score(history.start_validation_auc, name), _copy_to_cpu(model.state_dict())
+        logger.info("%s before training: validation AUC %s", name, _rounded(history.start_validation_auc))
     n_batches = -(-len(train) // config.batch_size)
     bar = tqdm(
         total=config.max_epochs * n_batches,
@@ -230,7 +241,7 @@ def fit(
             name,
             epoch + 1,
             history.train_loss[-1],
-            {task: round(auc, 5) for task, auc in aucs.items()},
+            _rounded(aucs),
             " (best)" if improved else "",
         )
         if stale_epochs >= config.patience:
@@ -238,5 +249,9 @@ def fit(
     bar.close()
     model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - started
-    history.train_rows_per_second = rows_seen / training_seconds
+    history.train_rows_per_second = rows_seen / training_seconds if training_seconds else 0.0
     return history
+
+
+def _rounded(aucs: dict[str, float]) -> dict[str, float]:
+    return {task: round(auc, 5) for task, auc in aucs.items()}

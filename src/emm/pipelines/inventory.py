@@ -22,8 +22,10 @@ def model_inventory(
     pool_models: dict[str, dict] | None = None,
     baseline_models: dict[str, dict] | None = None,
     ablations: dict[str, dict] | None = None,
+    refine: dict | None = None,
 ) -> dict[str, ModelEntry]:
-    """Model name -> entry, in the order tables list them: pool, baselines, ablations, EMM last."""
+    """Model name -> entry, in the order tables list them: pool, baselines, ablations, EMM, then EMM+ where
+    the dataset declares ``refine``."""
     inventory: dict[str, ModelEntry] = {}
 
     def add(name: str, entry: ModelEntry) -> None:
@@ -42,4 +44,6 @@ def model_inventory(
     for name, params in (ablations or {}).items():
         add(f"ablation_{name}", ModelEntry(ABLATION, f"ablation_{name}", f"ablation_training_{name}", params.get("label", name)))
     add("emm", ModelEntry(EMM, "emm_model", "emm_training", "EMM"))
+    if refine:
+        add("emm_plus", ModelEntry(EMM, "emm_plus_model", "emm_plus_training", "EMM+"))
     return inventory

@@ -16,10 +16,14 @@ from emm.pipelines.inventory import model_inventory
 
 
 def create_pipeline(
-    pool_models: dict | None = None, baseline_models: dict | None = None, ablations: dict | None = None, **kwargs
+    pool_models: dict | None = None,
+    baseline_models: dict | None = None,
+    ablations: dict | None = None,
+    refine: dict | None = None,
+    **kwargs,
 ) -> Pipeline:
-    """Scores every model the dataset's parameters declare: pool, EMM, baselines and ablations."""
-    inventory = model_inventory(pool_models, baseline_models, ablations)
+    """Scores every model the dataset's parameters declare: pool, EMM (and EMM+), baselines and ablations."""
+    inventory = model_inventory(pool_models, baseline_models, ablations, refine)
     score_inputs = {"test": "test", "feature_schema": "feature_schema"}
     score_inputs.update({name: entry.dataset for name, entry in inventory.items()})
     cost_inputs = {"test": "test", "feature_schema": "feature_schema", "evaluate_params": "params:evaluate"}

@@ -35,3 +35,33 @@ def train_fused_model(
         lambda: EMM(components, tasks, settings), train, validation, feature_schema, tasks, config, name
     )
     return model, {**report, "config": model.config}
+
+
+def refine_fused_model(
+    emm_model: EMM,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    feature_schema: dict,
+    refine_params: dict,
+    training_params: dict,
+    name: str = "emm_plus",
+) -> tuple[EMM, dict]:
+    """EMM+ (docs/method.md): the trained EMM plus its pool models' own chains and trained heads, starting as
+    the average of EMM's logit and the pool's, then fine-tuned end to end on ``train`` (``refine.training``
+    over the dataset's training settings). The starting weights are scored on validation first and kept if
+    no epoch beats them."""
+    tasks = [task["name"] for task in feature_schema["tasks"]]
+    config = TrainingConfig.from_params(
+        {**training_params, **refine_params.get("training", {}), "validate_start": True}
+    )
+    tune = refine_params.get("tune_components", True)
+    model, report = train_model(
+        lambda: EMM.with_pool_heads(emm_model, tune_components=tune),
+        train,
+        validation,
+        feature_schema,
+        tasks,
+        config,
+        name,
+    )
+    return model, {**report, "config": model.config}

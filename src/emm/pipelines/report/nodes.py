@@ -221,9 +221,11 @@ def plot_fusion_choices(choices: pd.DataFrame) -> Figure:
     return figure
 
 
-def adaptability_table(roles: dict[str, dict[str, str]], **aucs_per_run: dict) -> pd.DataFrame:
+def adaptability_table(
+    roles: dict[str, dict[str, str]], labels: dict[str, dict[str, str]], **aucs_per_run: dict
+) -> pd.DataFrame:
     """Figure 3's numbers: per run (a dataset namespace with its own task list), task and model, the AUC;
-    the pool models appear as their average and their best per task. ``roles`` is per run."""
+    the pool models appear as their average and their best per task. ``roles`` and ``labels`` are per run."""
     rows = []
     for run, aucs in aucs_per_run.items():
         run_roles = roles[run]
@@ -235,7 +237,7 @@ def adaptability_table(roles: dict[str, dict[str, str]], **aucs_per_run: dict) -
             rows.append({**common, "model": "best pool model", "auc": float(max(pool))})
             for model, scores in aucs.items():
                 if run_roles.get(model) in (BASELINE, EMM):
-                    rows.append({**common, "model": "EMM" if run_roles[model] == EMM else model, "auc": scores[task]})
+                    rows.append({**common, "model": labels[run].get(model, model), "auc": scores[task]})
     return pd.DataFrame(rows)
 
 
@@ -246,7 +248,7 @@ def plot_adaptability(table: pd.DataFrame) -> Figure:
     n_columns = int(table.groupby("run")["task"].nunique().max())
     figure, axes = plt.subplots(len(runs), n_columns, figsize=(3.4 * n_columns, 3.2 * len(runs)), squeeze=False)
     models = list(dict.fromkeys(table["model"]))
-    colours = {model: "black" if model == "EMM" else f"C{i}" for i, model in enumerate(models)}
+    colours = {model: {"EMM": "black", "EMM+": "dimgray"}.get(model, f"C{i}") for i, model in enumerate(models)}
     for row_axes, run in zip(axes, runs):
         part = table[table["run"] == run]
         tasks = list(dict.fromkeys(part["task"]))

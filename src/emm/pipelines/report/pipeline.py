@@ -22,11 +22,12 @@ def create_pipeline(
     baseline_models: dict | None = None,
     ablations: dict | None = None,
     fusion_gates: bool = True,
+    refine: dict | None = None,
     **kwargs,
 ) -> Pipeline:
     """A dataset's tables and figures, for the models its parameters declare; ``fusion_gates``: whether
     EMM has fusion gates to report on (MTM on, two tasks or more)."""
-    inventory = model_inventory(pool_models, baseline_models, ablations)
+    inventory = model_inventory(pool_models, baseline_models, ablations, refine)
     names = {
         "labels": {name: entry.label for name, entry in inventory.items()},
         "roles": {name: entry.role for name, entry in inventory.items()},
@@ -54,19 +55,23 @@ def create_pipeline(
 
 def create_adaptability_pipeline(runs: dict[str, dict]) -> Pipeline:
     """Figure 3 across runs: ``runs`` maps a dataset namespace to its stage arguments (``pool_models``,
-    ``baseline_models``, ``ablations``)."""
-    roles = {
-        run: {
-            name: entry.role
-            for name, entry in model_inventory(
-                arguments["pool_models"], arguments["baseline_models"], arguments["ablations"]
-            ).items()
-        }
+    ``baseline_models``, ``ablations``, ``refine``)."""
+    inventories = {
+        run: model_inventory(
+            arguments["pool_models"], arguments["baseline_models"], arguments["ablations"], arguments.get("refine")
+        )
         for run, arguments in runs.items()
     }
+    roles = {run: {name: entry.role for name, entry in inventory.items()} for run, inventory in inventories.items()}
+    labels = {run: {name: entry.label for name, entry in inventory.items()} for run, inventory in inventories.items()}
     return Pipeline(
         [
-            node(bind(adaptability_table, roles=roles), {run: f"{run}_test_aucs" for run in runs}, "table", name="table"),
+            node(
+                bind(adaptability_table, roles=roles, labels=labels),
+                {run: f"{run}_test_aucs" for run in runs},
+                "table",
+                name="table",
+            ),
             node(plot_adaptability, "table", "figure_3", name="plot_figure_3"),
         ],
         namespace="adaptability",
