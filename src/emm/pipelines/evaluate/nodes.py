@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from emm.models.emm import EMM
+from emm.models.inference import inference_form
 from emm.models.tabular import Table, TabularData, tabular_data
 from emm.models.training import auc, parameter_counts, predict
 
@@ -119,7 +120,41 @@ def _rows_per_second(models: list[nn.Module], data: TabularData, batch_size: int
     return len(data) / best
 
 
+@torch.inference_mode()
+def _latency_ms(models: list[nn.Module], data: TabularData, calls: int, warm_up: int) -> float:
+    """Median milliseconds of one call on a single row, over ``calls`` calls on the table's first rows
+    (cycled when it has fewer) after ``warm_up`` untimed ones; several models run one after the other."""
+    for model in models:
+        model.eval()
+    rows = [data.batch(slice(i, i + 1))[0] for i in range(min(calls, len(data)))]
+    rows = [rows[i % len(rows)] for i in range(calls)]
+    for batch in rows[:warm_up]:
+        for model in models:
+            model(batch)
+    times = []
+    for batch in rows:
+        started = time.perf_counter()
+        for model in models:
+            model(batch)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1e3)
+
+
+@torch.inference_mode()
+def _largest_logit_difference(first: nn.Module, second: nn.Module, data: TabularData, batch_size: int) -> float:
+    return max(float((first(batch) - second(batch)).abs().max()) for batch, _ in data.batches(batch_size))
+
+
 MODEL_INPUT, TRAINING_INPUT = "model__", "training__"
+INFERENCE_FORM = " (inference form)"  # suffix of the row of a fused model's inference form
+
+# Settings of the `evaluate` block that a dataset may leave out.
+EVALUATE_DEFAULTS = {
+    "latency_calls": 200,  # single-row calls per latency measurement
+    "latency_warm_up": 20,  # untimed single-row calls before them
+    "inference_form": True,  # also time every fused model's inference form (emm.models.inference)
+    "inference_compile": False,  # ... run through torch.compile (compiled before timing, the time reported)
+}
 
 
 def measure_costs(
@@ -129,45 +164,81 @@ def measure_costs(
     roles: dict[str, str],
     **inputs: nn.Module | dict,
 ) -> pd.DataFrame:
-    """Parameters, training seconds and inference throughput (rows/s on CPU) of every model, all measured
-    in this one process and on the same rows; plus a row for the whole pool run side by side.
+    """Parameters, training seconds and inference costs on CPU of every model, all measured in this one
+    process and on the same rows: rows/s at ``throughput_batch_size`` and the latency of a single row
+    (median ms); plus a row for the whole pool run side by side, and per fused model (role ``emm``) a row
+    for its inference form (``emm.models.inference``: the same model, its predictions equal within float
+    rounding, the largest logit difference on the rows in ``max_logit_difference``).
 
     ``inputs`` are the models as ``model__<name>`` and their training reports as ``training__<name>``.
     """
+    settings = {**EVALUATE_DEFAULTS, **evaluate_params}
     models = {key.removeprefix(MODEL_INPUT): value for key, value in inputs.items() if key.startswith(MODEL_INPUT)}
     training_reports = {
         key.removeprefix(TRAINING_INPUT): value for key, value in inputs.items() if key.startswith(TRAINING_INPUT)
     }
-    rows = min(len(test), evaluate_params["throughput_rows"])
+    rows = min(len(test), settings["throughput_rows"])
     data = TabularData.from_frame(test.head(rows), feature_schema)
-    batch_size, repeats = evaluate_params["throughput_batch_size"], evaluate_params["throughput_repeats"]
+    batch_size, repeats = settings["throughput_batch_size"], settings["throughput_repeats"]
+    calls, warm_up = settings["latency_calls"], settings["latency_warm_up"]
+
+    def timings(timed: list[nn.Module]) -> dict:
+        return {
+            "rows_per_second": _rows_per_second(timed, data, batch_size, repeats),
+            "latency_ms": _latency_ms(timed, data, calls, warm_up),
+        }
+
     table = []
     for name, model in models.items():
         counts = parameter_counts(model)
-        table.append(
-            {
-                "model": name,
-                "role": roles[name],
-                "trainable_parameters": counts["trainable"],
-                "frozen_parameters": counts["frozen"],
-                "train_seconds": training_reports[name]["seconds"] if name in training_reports else np.nan,
-                "rows_per_second": _rows_per_second([model], data, batch_size, repeats),
-            }
-        )
+        row = {
+            "model": name,
+            "role": roles[name],
+            "form": "eager",
+            "trainable_parameters": counts["trainable"],
+            "frozen_parameters": counts["frozen"],
+            "train_seconds": training_reports[name]["seconds"] if name in training_reports else np.nan,
+            **timings([model]),
+        }
+        table.append(row)
+        if roles[name] == "emm" and settings["inference_form"] and isinstance(model, EMM):
+            model.eval()
+            started = time.perf_counter()
+            form = inference_form(model, compile=settings["inference_compile"])
+            if settings["inference_compile"]:  # compiling happens on the first calls: before the timing
+                with torch.inference_mode():
+                    form(data.batch(slice(0, batch_size))[0]), form(data.batch(slice(0, 1))[0])
+            build_seconds = time.perf_counter() - started
+            table.append(
+                {
+                    **row,
+                    "model": f"{name}{INFERENCE_FORM}",
+                    "form": "inference (compiled)" if settings["inference_compile"] else "inference",
+                    "train_seconds": np.nan,
+                    **timings([form]),
+                    "build_seconds": build_seconds,
+                    "max_logit_difference": _largest_logit_difference(model, form, data, batch_size),
+                }
+            )
     pool = [name for name in models if roles[name] == "pool"]
     if pool:
         table.append(
             {
                 "model": POOL_ROW,
                 "role": "pool",
+                "form": "eager",
                 "trainable_parameters": sum(row["trainable_parameters"] for row in table if row["model"] in pool),
                 "frozen_parameters": 0,
                 "train_seconds": sum(training_reports[name]["seconds"] for name in pool if name in training_reports),
-                "rows_per_second": _rows_per_second([models[name] for name in pool], data, batch_size, repeats),
+                **timings([models[name] for name in pool]),
             }
         )
     frame = pd.DataFrame(table)
+    for column in ("build_seconds", "max_logit_difference"):
+        if column not in frame:
+            frame[column] = np.nan
     frame["throughput_batch_size"] = batch_size
+    frame["latency_calls"] = calls
     frame["threads"] = torch.get_num_threads()
     return frame
 
@@ -177,6 +248,8 @@ def cost_metrics(costs: pd.DataFrame) -> dict:
     for _, row in costs.iterrows():
         key = row["model"].replace(" ", "_").replace("(", "").replace(")", "")
         metrics[f"rows_per_second.{key}"] = {"value": float(row["rows_per_second"]), "step": 0}
+        if "latency_ms" in row and not pd.isna(row["latency_ms"]):
+            metrics[f"latency_ms.{key}"] = {"value": float(row["latency_ms"]), "step": 0}
         if not pd.isna(row["train_seconds"]):
             metrics[f"train_seconds.{key}"] = {"value": float(row["train_seconds"]), "step": 0}
     return metrics

@@ -88,20 +88,53 @@ def auc_markdown(table: pd.DataFrame, feature_schema: dict) -> str:
 
 
 def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
-    """The cost table as Markdown: parameters, training seconds, inference rows/s."""
+    """The cost table as Markdown: parameters, training seconds, inference rows/s and single-row latency,
+    a fused model's inference form on a row of its own under the model."""
     batch_size, threads = int(costs["throughput_batch_size"].iloc[0]), int(costs["threads"].iloc[0])
+    has_latency = "latency_ms" in costs
+    timing = f"rows/s at batch {batch_size}"
+    if has_latency:
+        calls = int(costs["latency_calls"].iloc[0]) if "latency_calls" in costs else None
+        timing += " and latency of a single row (median ms" + (f" of {calls} calls)" if calls else ")")
     lines = [
-        f"Inference: rows/s at batch {batch_size} on CPU with {threads} threads, every model measured in one process.",
+        f"Inference on CPU with {threads} thread{'s' if threads != 1 else ''}: {timing}, every model measured in one "
+        "process on the same rows.",
         "",
-        "| model | role | trainable parameters | frozen parameters | training s | rows/s |",
-        "|---|---|---|---|---|---|",
+        "| model | role | trainable parameters | frozen parameters | training s | rows/s |"
+        + (" latency ms |" if has_latency else ""),
+        "|---|---|---|---|---|---|" + ("---|" if has_latency else ""),
     ]
+    forms, suffix = [], " (inference form)"  # evaluate's name for a fused model's inference form: "<model>" + suffix
     for _, row in costs.iterrows():
+        name = row["model"]
+        if str(row.get("form", "eager")).startswith("inference") and name.endswith(suffix):
+            base = name.removesuffix(suffix)
+            label = f"{labels.get(base, base)}{suffix}"
+            forms.append((label, row))
+        else:
+            label = labels.get(name, name)
         seconds = "" if pd.isna(row["train_seconds"]) else f"{row['train_seconds']:.1f}"
-        lines.append(
-            f"| {labels.get(row['model'], row['model'])} | {row['role']} | {int(row['trainable_parameters']):,} | "
-            f"{int(row['frozen_parameters']):,} | {seconds} | {row['rows_per_second']:,.0f} |"
-        )
+        cells = [
+            label,
+            row["role"],
+            f"{int(row['trainable_parameters']):,}",
+            f"{int(row['frozen_parameters']):,}",
+            seconds,
+            f"{row['rows_per_second']:,.0f}",
+        ]
+        if has_latency:
+            cells.append("" if pd.isna(row["latency_ms"]) else f"{row['latency_ms']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    for label, row in forms:
+        compiled = ", through torch.compile" if "compiled" in str(row.get("form", "")) else ""
+        lines += [
+            "",
+            f"{label}: the same trained model run by `emm.models.inference.inference_form`{compiled} (eval "
+            "BatchNorm folded into the Linears, the embeddings and first Linears folded into one table, components "
+            "of one shape on stacked weights), built in "
+            f"{row['build_seconds']:.2f} s; its logits differ from the eager model's by at most "
+            f"{row['max_logit_difference']:.1e} on these rows.",
+        ]
     return "\n".join(lines) + "\n"
 
 
