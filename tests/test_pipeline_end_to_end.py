@@ -90,7 +90,7 @@ def test_aucs_are_catalogued_by_model_then_task(first_run):
     aucs = json.loads((root / "data" / "08_reporting" / "census" / "test_aucs.json").read_text())
     pool = {"income_small", "income_large", "never_married_small", "never_married_large"}
     baselines = {"shared_bottom", "mmoe", "ple", "aitm", "adatt"}
-    ablations = {"ablation_baseline", "ablation_baseline_mtm", "ablation_baseline_p"}
+    ablations = {"ablation_baseline", "ablation_baseline_mtm", "ablation_baseline_p", "ablation_paper_mtm_query"}
     assert set(aucs) == pool | baselines | ablations | {"emm", "emm_plus"}
     for model in baselines | ablations | {"emm", "emm_plus"}:
         assert set(aucs[model]) == {"income", "never_married"}, model
@@ -136,7 +136,7 @@ def test_report_writes_every_table_and_figure(first_run):
     assert {"EMM", "EMM+", "pool average", "best pool model"} <= set(figure_3["model"])
 
     table_2 = catalog.load("census.table_2")
-    assert list(table_2["label"]) == ["baseline", "baseline+MTM", "baseline+p", "EMM", "EMM+"]
+    assert list(table_2["label"]) == ["baseline", "baseline+MTM", "baseline+p", "EMM, eq. 6 query", "EMM", "EMM+"]
     assert table_2["gain_income"].iloc[0] == 0
 
     choices = catalog.load("census_4tasks.fusion_choices")

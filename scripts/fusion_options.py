@@ -1,0 +1,125 @@
+"""The options measured on the way to EMM+, on a finished run's catalogued census artifacts (one seed).
+
+    .venv/bin/python scripts/fusion_options.py [--namespace census] [--out data/08_reporting/census/fusion_options.md]
+
+Needs a run's pool models, components and EMM (`kedro run --pipelines=census`, or the data_processing,
+train_pool, decompose and fuse stages). Each option is trained with the project's training loop and settings
+(dataset `training`, `fuse.training` for fusion-row training, `refine.training` for fine-tuning, seeded as
+the pipeline seeds its models) and scored on the validation and test sets:
+
+- pool average: each task's pool models, their logits averaged (no training);
+- EMM + pool average: EMM+ as it starts, before fine-tuning (`refine.training.max_epochs: 0`);
+- EMM fine-tuned: EMM alone, every weight fine-tuned on all training rows as EMM+ is, without the heads;
+- pool heads from scratch: `fuse.model.pool_heads: true`, trained on the fusion rows like EMM (towers
+  start at zero, so the model starts as the pool average);
+- EMM+ with frozen components: `refine.tune_components: false`;
+- EMM+ with a 5x larger step size: `refine.training.learning_rate: 1e-4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from emm.datasets import ParquetTableDataset
+from emm.datasets.torch_model import TorchModelDataset
+from emm.models.emm import EMM
+from emm.models.tabular import tabular_data
+from emm.models.training import TrainingConfig, auc, auc_per_task, predict
+from emm.pipelines.fuse.nodes import refine_fused_model, train_fused_model
+from emm.pipelines.model_training import train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--namespace", default="census")
+    parser.add_argument("--out", default=None, help="default: data/08_reporting/<namespace>/fusion_options.md")
+    arguments = parser.parse_args()
+    namespace = arguments.namespace
+    params = OmegaConf.to_container(OmegaConf.load("conf/base/parameters_census.yml"), resolve=True)[namespace]
+    training = {**params["training"], "progress_bar": False}
+    schema = json.loads(Path(f"data/04_feature/{namespace}/feature_schema.json").read_text())
+    tables = {name: ParquetTableDataset(f"data/05_model_input/{namespace}/{name}").load() for name in
+              ("train", "fusion_train", "validation", "test")}
+    data = {name: tabular_data(tables[name], schema) for name in ("validation", "test")}
+    components = TorchModelDataset(f"data/06_models/{namespace}/components.pt").load()
+    emm = TorchModelDataset(f"data/06_models/{namespace}/emm.pt").load()
+    tasks = emm.tasks
+
+    def scores(logits: dict[str, np.ndarray]) -> dict:
+        return {
+            split: {task: auc(data[split].labels[:, i].numpy(), logits[split][:, i]) for i, task in enumerate(tasks)}
+            for split in data
+        }
+
+    def model_scores(model: torch.nn.Module) -> dict:
+        return {split: auc_per_task(data[split].labels.numpy(), predict(model, data[split]), tasks) for split in data}
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))
+
+    pool_models = {
+        name: TorchModelDataset(f"data/06_models/{namespace}/pool/{name}.pt").load() for name in components.models
+    }
+    pool_average = {
+        split: np.stack(
+            [
+                np.mean([logit(predict(pool_models[name], data[split])[:, 0]) for name in components.models_of(task)], axis=0)
+                for task in tasks
+            ],
+            axis=1,
+        )
+        for split in data
+    }
+
+    rows = {"EMM": model_scores(emm), "pool average": scores(pool_average)}
+    refine = params["refine"]
+    rows["EMM + pool average (EMM+ before fine-tuning)"] = model_scores(EMM.with_pool_heads(emm))
+
+    def refined(name: str, **overrides) -> dict:
+        settings = copy.deepcopy(refine)
+        settings["training"] = {**settings.get("training", {}), **overrides.pop("training", {})}
+        settings.update(overrides)
+        model, _ = refine_fused_model(emm, tables["train"], tables["validation"], schema, settings, training, name)
+        return model_scores(model)
+
+    rows["EMM+ (default: fine-tuned)"] = refined("emm_plus")
+    rows["EMM+, frozen components"] = refined("emm_plus", tune_components=False)
+    rows["EMM+, learning rate 1e-4"] = refined("emm_plus", training={"learning_rate": 1e-4})
+
+    tuned_alone = EMM(emm.decomposition, tasks, {**emm.config, "tune_components": True})
+    tuned_alone.load_state_dict(emm.state_dict())
+    config = TrainingConfig.from_params({**training, **refine.get("training", {}), "validate_start": True})
+    tuned_alone, _ = train_model(lambda: tuned_alone, tables["train"], tables["validation"], schema, tasks, config, "emm_plus")
+    rows["EMM fine-tuned, no heads"] = model_scores(tuned_alone)
+
+    fuse = copy.deepcopy(params["fuse"])
+    fuse["model"]["pool_heads"] = True
+    scratch, _ = train_fused_model(components, tables["fusion_train"], tables["validation"], schema, fuse, training)
+    rows["pool heads from scratch on the fusion rows"] = model_scores(scratch)
+
+    lines = [
+        f"Options on the way to EMM+ ({namespace}, training.seed {training['seed']}, one seed):",
+        "",
+        "| option | " + " | ".join(f"{split} AUC {task}" for split in data for task in tasks) + " |",
+        "|---|" + "---|" * (len(data) * len(tasks)),
+    ]
+    for option, result in rows.items():
+        lines.append(
+            f"| {option} | " + " | ".join(f"{result[split][task]:.5f}" for split in data for task in tasks) + " |"
+        )
+    text = "\n".join(lines) + "\n"
+    out = Path(arguments.out or f"data/08_reporting/{namespace}/fusion_options.md")
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
