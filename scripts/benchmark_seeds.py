@@ -1,7 +1,7 @@
 """Table I with spread: one dataset's comparison retrained for several model seeds on the same split.
 
     .venv/bin/python scripts/benchmark_seeds.py [--namespace census] [--seeds 42,43,44] [--threads 1]
-                                                [--out data/08_reporting/census/seeds]
+                                                [--out data/08_reporting/census/seeds] [--collected]
 
 The split is the same for every seed (`data_processing.seed` is not touched). Each seed is one
 `kedro run --pipelines=<namespace> --params=<namespace>.training.seed=<seed>` in the `seeds` configuration
@@ -10,6 +10,9 @@ baselines -- is retrained from that seed (each model's own seed derives from it 
 evaluated on the same test rows; each run is one MLflow run. After each run its Table I, AUCs and cost table
 are copied to `<out>/seed_<seed>/`; at the end `<out>/table_1_seeds.{csv,md}` hold every model's mean and
 standard deviation per task (best mean per task in bold, second in italics).
+
+Seeds can run in separate checkouts (or machines) at once, each with its own ``--seeds``; copy their
+``seed_<seed>/`` folders into one ``--out`` and ``--collected`` writes the table from them without running.
 
 The runs use ``--threads`` CPU threads (OMP_NUM_THREADS, default 1): AUCs move by ~1e-4 with the thread
 count, since float sums are split differently, and one thread per run also keeps the timings steady when
@@ -97,15 +100,24 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44", help="comma-separated model seeds")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each run")
     parser.add_argument("--out", default=None, help="default: data/08_reporting/<namespace>/seeds")
+    parser.add_argument("--collected", action="store_true", help="only tabulate the seed folders already in --out")
     arguments = parser.parse_args()
     seeds = [int(seed) for seed in arguments.seeds.split(",")]
     out = Path(arguments.out or f"data/08_reporting/{arguments.namespace}/seeds")
     tables, timings = [], []
     for seed in seeds:
+        if arguments.collected:
+            tables.append(pd.read_csv(out / f"seed_{seed}" / "table_1.csv").assign(seed=seed))
+            continue
         seconds, peak = run_seed(arguments.namespace, seed, arguments.threads)
         timings.append(f"seed {seed}: {seconds:.1f} s, peak RSS {peak:.0f} MiB, {arguments.threads} thread(s)")
         print(timings[-1], flush=True)
+        (out / f"seed_{seed}").mkdir(parents=True, exist_ok=True)
+        (out / f"seed_{seed}" / "timing.txt").write_text(timings[-1] + "\n")
         tables.append(collect(arguments.namespace, seed, out))
+    if arguments.collected:
+        timings = [(out / f"seed_{seed}" / "timing.txt").read_text().strip() for seed in seeds
+                   if (out / f"seed_{seed}" / "timing.txt").is_file()]
     per_seed = pd.concat(tables, ignore_index=True)
     per_seed.to_csv(out / "table_1_per_seed.csv", index=False)
     table = spread_table(per_seed)
