@@ -116,7 +116,7 @@ def test_csv_errors_name_the_file_line_and_column(tmp_path, samples_present):
     fields = lines[3].split(",")
     fields[-1] = "n/a"  # D853
     (tmp_path / "bad.csv").write_text("\n".join(lines[:3] + [",".join(fields)] + lines[4:]) + "\n")
-    with pytest.raises(DatasetError, match=r"bad.csv, line 4: column 'D853' holds 'n/a' where a number belongs"):
+    with pytest.raises(DatasetError, match=r"bad.csv, line 4: column 'D853' holds 'n/a' where a finite number belongs"):
         read_all(AliCCPCSVDataset(str(tmp_path / "bad.csv"), chunk_rows=2).load())
     (tmp_path / "no_click.csv").write_text("\n".join(",".join(f.split(",")[1:]) for f in lines) + "\n")
     with pytest.raises(DatasetError, match="no_click.csv: line 1 is no header"):

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from kedro.io import AbstractDataset, DatasetError
 
-from emm.datasets.csv_chunks import read_header, typed_columns, typed_csv_chunks
+from emm.datasets.csv_chunks import check_first_row_surplus, check_labels, read_header, typed_columns, typed_csv_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ class AliCCPCSVFiles:
             sparse = [c for c in columns if c in SPARSE_FIELDS]
             dense = [c for c in columns if c.startswith("D") and c[1:] in DENSE_FIELDS]
             counts = {"dropped": 0, "rows": 0}
-            for chunk in typed_csv_chunks(path, LABELS + sparse, dense, self.chunk_rows, names=names):
+            for chunk in typed_csv_chunks(
+                path, LABELS + sparse, dense, self.chunk_rows, names=names, label_columns=LABELS
+            ):
                 yield drop_purchase_without_click(chunk, counts)
             _log_drops(str(path), counts)
 
@@ -171,12 +173,18 @@ def _split_in_two(strings, separator, rows, line_of, layout, shown=None):
 
 def _numbers(strings, kind, rows, line_of, shown, what) -> np.ndarray:
     try:
-        return pc.cast(strings, kind).to_numpy(zero_copy_only=False)
+        numbers = pc.cast(strings, kind).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pattern = r"^-?\d+$" if kind == pa.int64() else r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
         bad = np.flatnonzero(~pc.match_substring_regex(strings, pattern).to_numpy(zero_copy_only=False))
         i = int(bad[0]) if len(bad) else 0
         raise DatasetError(f"{line_of(rows[i].as_py())}: feature {shown[i].as_py()!r} has a non-numeric {what}") from None
+    # Arrow reads inf, nan and 1e999 as floats; a model fed them fails far from the file
+    infinite = np.flatnonzero(~np.isfinite(numbers)) if kind == pa.float64() else []
+    if len(infinite):
+        i = int(infinite[0])
+        raise DatasetError(f"{line_of(rows[i].as_py())}: feature {shown[i].as_py()!r} has a non-finite {what}")
+    return numbers
 
 
 def widen(entries: pd.DataFrame, n_rows: int, fields: list[str], dense_fields: list[str]) -> pd.DataFrame:
@@ -214,9 +222,10 @@ class AliCCPRawFiles:
     def _lines(self, path: Path, names: list[str]) -> Iterator[tuple[int, pd.DataFrame]]:
         """(first line number, chunk of string columns); a line without len(names) fields stops the read."""
         first_line = 1
+        check_first_row_surplus(path, first_line, len(names))
         try:
             reader = pd.read_csv(
-                path, header=None, names=names, dtype=str, chunksize=self.chunk_rows,
+                path, header=None, names=names, dtype=str, chunksize=self.chunk_rows, index_col=False,
                 keep_default_na=False, na_values=[""], skip_blank_lines=False, engine="c",
             )  # fmt: skip
             for chunk in reader:
@@ -261,6 +270,7 @@ class AliCCPRawFiles:
         for first_line, chunk in self._lines(path, names):
             line_of = lambda row, first=first_line: f"{path}, line {first + row}"  # noqa: E731
             integers = typed_columns(chunk, [*LABELS, "feature_count"], [], path, first_line)
+            check_labels(integers, LABELS, path, first_line)
             own = widen(
                 parse_feature_lists(
                     pa.array(chunk["feature_list"], pa.string()), self.fields, line_of,

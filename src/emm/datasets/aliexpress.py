@@ -53,7 +53,9 @@ class AliExpressFiles:
                 "generate a synthetic one: python -m emm.synthetic aliexpress --help"
             )
         for index, path in enumerate(paths):
-            for chunk in typed_csv_chunks(path, ["search_id", *CATEGORICAL, *LABELS], NUMERICAL, self.chunk_rows):
+            for chunk in typed_csv_chunks(
+                path, ["search_id", *CATEGORICAL, *LABELS], NUMERICAL, self.chunk_rows, label_columns=LABELS
+            ):
                 if len(paths) > 1:
                     chunk.insert(0, "country", index)
                 yield chunk

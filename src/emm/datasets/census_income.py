@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
@@ -71,7 +72,8 @@ class CensusIncomeRawDataset(AbstractDataset[None, pd.DataFrame]):
     Looks for ``filepath`` then ``filepath.gz``. When neither exists and ``download`` is on, fetches ``url``
     (by default the UCI copy of the file) into the same folder first (atomically: an interrupted download
     leaves nothing behind). Every value is returned as a string with the leading space removed; a row that
-    does not have the 42 fields stops the load with the file and line at fault.
+    does not have the 42 fields, or a field spelling a non-finite number (``inf``, ``nan``, ``1e999``),
+    stops the load with the file and line at fault.
     """
 
     def __init__(
@@ -169,4 +171,22 @@ def read_census_file(path: Path) -> pd.DataFrame:
             f"({len(incomplete)} such rows in the file)"
         )
     table.columns = CENSUS_COLUMNS
+    _refuse_non_finite(table, path)
     return table
+
+
+def _refuse_non_finite(table: pd.DataFrame, path: Path) -> None:
+    """Any column may be declared dense (``dense_columns``), and ``inf``, ``nan`` or ``1e999`` there would
+    pass as a number and reach the encoders as NaN: refused in every column. Each column's distinct values
+    are parsed, not its rows (Census columns hold few)."""
+    for column in table.columns:
+        values = pd.Series(table[column].unique())
+        infinite = np.isinf(pd.to_numeric(values, errors="coerce").to_numpy(np.float64))
+        not_a_number = values.str.lower().str.lstrip("+-").eq("nan").to_numpy()
+        bad = values[infinite | not_a_number]
+        if len(bad):
+            rows = np.flatnonzero(table[column].isin(bad).to_numpy())
+            raise DatasetError(
+                f"{path}: line {rows[0] + 1}, column {column!r} holds {table[column].iloc[rows[0]]!r}, which is "
+                f"not a finite number ({len(rows)} such rows in the file)"
+            )
