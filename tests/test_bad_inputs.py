@@ -1,11 +1,14 @@
 """Issue 10: every bad input refused early and by name (file, line, column, value), on tiny hand-made files."""
 
+import pickle
+
 import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from emm.datasets import AliCCPCSVDataset, AliExpressDataset, CensusIncomeRawDataset
+from emm.datasets import AliCCPCSVDataset, AliExpressDataset, CensusIncomeRawDataset, TorchModelDataset
 from emm.datasets.aliexpress import CATEGORICAL, NUMERICAL
+from helpers import make_model
 from test_readers import COMMON, SKELETON, entry, write_raw
 
 
@@ -139,3 +142,28 @@ def test_census_non_finite_number_is_refused(tmp_path, census_slice, value, colu
         DatasetError, match=rf"census-income.data: line 6, column '{name}' holds '{value}', which is not a finite number"
     ):
         dataset.load()
+
+
+# 4. Corrupt model files: the project's own message, never torch's advice to load with weights_only=False.
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "m.pt"
+    TorchModelDataset(str(path)).save(make_model("m", "a", [4]))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "plain pickle"])
+def test_a_corrupt_model_file_is_refused_by_name(model_file, damage):
+    data = model_file.read_bytes()
+    if damage == "truncated":
+        model_file.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        model_file.write_bytes(b"\x80\x02not a model at all" * 10)
+    else:
+        model_file.write_bytes(pickle.dumps({"kind": "single_task_mlp", "spec": object()}))
+    with pytest.raises(DatasetError) as error:
+        TorchModelDataset(str(model_file)).load()
+    message = str(error.value)
+    assert f"Model file {model_file} is not a readable model file" in message
+    assert "Rerun the stage that writes it" in message
+    assert "weights_only" not in message and error.value.__cause__ is None and error.value.__suppress_context__

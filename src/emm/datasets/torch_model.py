@@ -33,7 +33,14 @@ class TorchModelDataset(AbstractDataset[Any, Any]):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises UnpicklingError and others for foreign or corrupt files
-            raise DatasetError(f"Model file {path} cannot be read as a weights-only payload: {error}") from error
+            # from None, and torch's text left out: it advises weights_only=False, which would run the
+            # file's code
+            raise DatasetError(
+                f"Model file {path} is not a readable model file (torch.load found no weights-only payload in "
+                f"it: {type(error).__name__}); it is truncated, corrupt or not written by this project. Rerun "
+                "the stage that writes it (or, for a pool model trained elsewhere, save it again with "
+                "emm.datasets.torch_model.save_pool_model)"
+            ) from None
         try:
             return from_payload(payload, source=str(path))
         except (KeyError, RuntimeError, TypeError, ValueError) as error:
