@@ -106,8 +106,9 @@ NON_FINITE = ["inf", "-inf", "nan", "NaN", "1e999", "Infinity"]
 def test_ali_ccp_csv_non_finite_dense_value_is_refused(tmp_path, value):
     rows = list(ALI_CCP_ROWS)
     rows[1] = f"0,0,12,101,{value}"
-    with pytest.raises(DatasetError, match=r"ali.csv, line 3: column 'D508' holds .* where a finite number belongs"):
+    with pytest.raises(DatasetError, match=r"ali.csv, line 3: column 'D508' holds \S+ where a finite number belongs") as error:
         read_all(ali_ccp_csv(tmp_path, rows).load())
+    assert "np." not in str(error.value)
 
 
 @pytest.mark.parametrize("value", NON_FINITE)

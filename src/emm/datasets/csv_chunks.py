@@ -111,7 +111,10 @@ def typed_columns(
             row = int(np.flatnonzero(bad)[0])
             kind = "an integer" if column in integer_columns else "a finite number"
             value = values.iloc[row]
-            shown = "an empty field" if pd.isna(value) else repr(value)
+            if isinstance(value, str):
+                shown = repr(value)
+            else:  # a number pandas parsed: shown as inf, not np.float64(inf)
+                shown = "an empty field" if pd.isna(value) else str(value)
             raise DatasetError(
                 f"{path}, line {first_line + row}: column {column!r} holds {shown} where {kind} belongs "
                 f"({int(bad.sum())} such lines in this chunk of {len(chunk)})"
