@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import timed
+from emm.pipelines.report.nodes import best_two_values, emphasised
 
 COPIED = ("table_1.csv", "table_1.md", "test_aucs.json", "cost_table.md", "model_costs.csv")
 
@@ -69,8 +70,7 @@ def spread_table(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def spread_markdown(table: pd.DataFrame, seeds: list[int]) -> str:
     tasks = [column.removeprefix("auc_").removesuffix("_mean") for column in table if column.endswith("_mean")]
-    ranked = table[table["model"] != "pool average"]
-    best_two = {task: sorted(ranked[f"auc_{task}_mean"].dropna().unique(), reverse=True)[:2] for task in tasks}
+    best_two = {task: best_two_values(table, f"auc_{task}_mean") for task in tasks}
     lines = [
         f"Test AUC, mean ± standard deviation over seeds {', '.join(map(str, seeds))} (same split).",
         "",
@@ -84,12 +84,7 @@ def spread_markdown(table: pd.DataFrame, seeds: list[int]) -> str:
             if pd.isna(mean):
                 cells.append("")
                 continue
-            text = f"{mean:.5f} ± {std:.5f}"
-            if row["model"] != "pool average" and mean == best_two[task][0]:
-                text = f"**{text}**"
-            elif row["model"] != "pool average" and mean in best_two[task][1:]:
-                text = f"*{text}*"
-            cells.append(text)
+            cells.append(emphasised(f"{mean:.5f} ± {std:.5f}", mean, best_two[task], row["model"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

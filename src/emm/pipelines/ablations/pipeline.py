@@ -1,7 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
 from emm.pipelines import bind
-from emm.pipelines.fuse.nodes import TRAINING_DATA, train_fused_model
+from emm.pipelines.fuse.nodes import train_fused_model, training_data
 from emm.pipelines.tracking import training_metrics
 
 
@@ -11,9 +11,7 @@ def create_pipeline(ablations: dict[str, dict] | None = None, **kwargs) -> Pipel
     (the whole training file, for variants that learn their components from scratch)."""
     nodes = []
     for name, variant in (ablations or {}).items():
-        data = variant.get("training_data", "fusion_train")
-        if data not in TRAINING_DATA:
-            raise ValueError(f"Ablation {name!r}: training_data must be one of {TRAINING_DATA}, got {data!r}")
+        data = training_data(variant.get("training_data", "fusion_train"), f"Ablation {name!r}: training_data")
         train = bind(train_fused_model, name=f"ablation_{name}")
         nodes += [
             node(

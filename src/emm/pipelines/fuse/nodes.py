@@ -10,6 +10,13 @@ from emm.pipelines.model_training import train_model
 TRAINING_DATA = ("fusion_train", "train")
 
 
+def training_data(data: str, setting: str) -> str:
+    """``data``, the catalog entry a fused model trains on, checked: one of ``TRAINING_DATA``."""
+    if data not in TRAINING_DATA:
+        raise ValueError(f"{setting} must be one of {TRAINING_DATA}, got {data!r}")
+    return data
+
+
 def train_fused_model(
     components: Decomposition,
     train: pd.DataFrame,

@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
-from emm.pipelines.fuse.nodes import TRAINING_DATA, refine_fused_model, train_fused_model
+from emm.pipelines.fuse.nodes import refine_fused_model, train_fused_model, training_data
 from emm.pipelines.tracking import training_metrics
 
 
@@ -16,9 +16,7 @@ def create_pipeline(refine: dict | None = None, **kwargs) -> Pipeline:
         node(training_metrics, "emm_training", "emm_metrics", name="log_emm_metrics"),
     ]
     if refine:
-        data = refine.get("training_data", "train")
-        if data not in TRAINING_DATA:
-            raise ValueError(f"refine.training_data must be one of {TRAINING_DATA}, got {data!r}")
+        data = training_data(refine.get("training_data", "train"), "refine.training_data")
         nodes += [
             node(
                 refine_fused_model,

@@ -10,7 +10,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from emm.pipelines.evaluate.nodes import POOL_ROW, prediction_columns
+from emm.pipelines.evaluate.nodes import INFERENCE_FORM, POOL_ROW, prediction_columns
 from emm.pipelines.inventory import ABLATION, BASELINE, EMM, POOL
 
 POOL_AVERAGE = "pool average"
@@ -55,12 +55,25 @@ def ablation_table(aucs: dict[str, dict[str, float]], feature_schema: dict, labe
     return pd.DataFrame(rows)
 
 
+def best_two_values(table: pd.DataFrame, column: str) -> list[float]:
+    """The two largest distinct values of ``column``, the pool average's row left out (it is not ranked)."""
+    return sorted(table.loc[table["model"] != POOL_AVERAGE, column].dropna().unique(), reverse=True)[:2]
+
+
+def emphasised(text: str, value: float, best_two: list[float], model: str) -> str:
+    """``text`` in bold for the best value, in italics for the second (Markdown); the pool average as is."""
+    if model == POOL_AVERAGE:
+        return text
+    if value == best_two[0]:
+        return f"**{text}**"
+    return f"*{text}*" if value in best_two[1:] else text
+
+
 def auc_markdown(table: pd.DataFrame, feature_schema: dict) -> str:
     """A table of AUCs as Markdown: per task the best AUC in bold, the second best in italics (the pool
     average is not ranked), gains with their sign."""
     tasks = _tasks(feature_schema)
-    ranked = table[table["model"] != POOL_AVERAGE]
-    best_two = {task: sorted(ranked[f"auc_{task}"].dropna().unique(), reverse=True)[:2] for task in tasks}
+    best_two = {task: best_two_values(table, f"auc_{task}") for task in tasks}
     header = ["model", "role", *[f"AUC {t}" for t in tasks]]
     has_gains = any(f"gain_{t}" in table for t in tasks)
     if has_gains:
@@ -73,12 +86,7 @@ def auc_markdown(table: pd.DataFrame, feature_schema: dict) -> str:
             if pd.isna(value):
                 cells.append("")
                 continue
-            text = f"{value:.5f}"
-            if row["model"] != POOL_AVERAGE and value == best_two[task][0]:
-                text = f"**{text}**"
-            elif row["model"] != POOL_AVERAGE and value in best_two[task][1:]:
-                text = f"*{text}*"
-            cells.append(text)
+            cells.append(emphasised(f"{value:.5f}", value, best_two[task], row["model"]))
         if has_gains:
             for task in tasks:
                 gain = row.get(f"gain_{task}")
@@ -104,12 +112,12 @@ def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
         + (" latency ms |" if has_latency else ""),
         "|---|---|---|---|---|---|" + ("---|" if has_latency else ""),
     ]
-    forms, suffix = [], " (inference form)"  # evaluate's name for a fused model's inference form: "<model>" + suffix
+    forms = []
     for _, row in costs.iterrows():
         name = row["model"]
-        if str(row.get("form", "eager")).startswith("inference") and name.endswith(suffix):
-            base = name.removesuffix(suffix)
-            label = f"{labels.get(base, base)}{suffix}"
+        if str(row.get("form", "eager")).startswith("inference") and name.endswith(INFERENCE_FORM):
+            base = name.removesuffix(INFERENCE_FORM)
+            label = f"{labels.get(base, base)}{INFERENCE_FORM}"
             forms.append((label, row))
         else:
             label = labels.get(name, name)
