@@ -106,7 +106,8 @@ def main() -> None:
     rows["pool heads from scratch on the fusion rows"] = model_scores(scratch)
 
     lines = [
-        f"Options on the way to EMM+ ({namespace}, training.seed {training['seed']}, one seed):",
+        f"Options on the way to EMM+ ({namespace}; the options trained with training.seed {training['seed']} of "
+        "conf/base, on the pool, components and EMM found in data/):",
         "",
         "| option | " + " | ".join(f"{split} AUC {task}" for split in data for task in tasks) + " |",
         "|---|" + "---|" * (len(data) * len(tasks)),
