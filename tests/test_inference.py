@@ -321,3 +321,18 @@ def test_cost_table_times_every_model_and_the_fused_models_inference_form():
 
     without_form = measure_costs(test, schema, {**settings, "inference_form": False}, roles, model__emm=emm)
     assert list(without_form["model"]) == ["emm"]
+
+
+def test_the_cost_table_names_the_device_the_models_were_timed_on():
+    test, schema = _test_table()
+    emm = _emm(_pool(), component_adapters=True)
+    roles = {"emm": "emm"}
+    settings = {"throughput_batch_size": 16, "throughput_rows": 32, "throughput_repeats": 1, "latency_calls": 2}
+    costs = measure_costs(test, schema, {**settings, "inference_form": False}, roles, model__emm=emm)
+    assert costs["device"].iloc[0] == "cpu"
+    assert "Inference on CPU with" in cost_markdown(costs, {})
+    on_gpu = costs.assign(device="NVIDIA H200")  # what a run with `evaluate.device: cuda` records
+    assert "Inference on NVIDIA H200:" in cost_markdown(on_gpu, {})
+    if torch.cuda.is_available():
+        timed = measure_costs(test, schema, {**settings, "device": "cuda"}, roles, model__emm=emm)
+        assert timed["device"].iloc[0] == torch.cuda.get_device_name() and timed["max_logit_difference"].iloc[1] < 1e-5

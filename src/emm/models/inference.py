@@ -711,8 +711,12 @@ class InferenceEMM(nn.Module):
 def inference_form(model: EMM, compile: bool = False, fold_bytes: int = DEFAULT_FOLD_BYTES) -> InferenceEMM:
     """The eval-only inference form of ``model`` (module docstring). ``compile`` runs its forward through
     ``torch.compile`` (dynamic shapes; the first calls compile). ``fold_bytes`` bounds the level-1 table
-    into which embeddings and first Linears are folded."""
-    return InferenceEMM(model, compile=compile, fold_bytes=fold_bytes)
+    into which embeddings and first Linears are folded. The form is on the device ``model`` is on; the
+    folding itself runs on a CPU copy (in float64, which not every accelerator supports)."""
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        return InferenceEMM(model, compile=compile, fold_bytes=fold_bytes)
+    return InferenceEMM(copy.deepcopy(model).cpu(), compile=compile, fold_bytes=fold_bytes).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -794,7 +798,7 @@ BENCHMARK_POOLS = {
 
 
 def _benchmark(
-    pools: list[str], threads: int | None, rounds: int, batch_size: int, calls: int, compile: bool
+    pools: list[str], threads: int | None, rounds: int, batch_size: int, calls: int, compile: bool, device: str
 ) -> None:
     import statistics
     import time
@@ -803,19 +807,22 @@ def _benchmark(
 
     if threads:
         torch.set_num_threads(threads)
+    device = torch.device(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; rows/s at batch {batch_size} (best of 3 "
+        f"torch {torch.__version__} on {device} ({where}); rows/s at batch {batch_size} (best of 3 "
         f"passes), latency at batch 1 (median of {calls} calls); median over {rounds} rounds"
     )
     variants = [BENCHMARK_POOLS[name] for name in pools]
     for title, options in variants:
         signature, emm, mmoe = _census_like(**options)
+        emm.to(device), mmoe.to(device)
         started = time.perf_counter()
         form = inference_form(emm)
         built = time.perf_counter() - started
         models = {"MMoE (eager)": mmoe, "EMM (eager)": emm, "EMM (inference form)": form}
-        big = example_batch(signature, batch_size, seed=1)
-        singles = [example_batch(signature, 1, seed=seed) for seed in range(calls)]
+        big = example_batch(signature, batch_size, seed=1).to(device)
+        singles = [example_batch(signature, 1, seed=seed).to(device) for seed in range(calls)]
         with torch.inference_mode():
             error = (emm(big) - form(big)).abs().max().item()
         print(f"\n{title}: form built in {built:.2f} s, max |eager - form| = {error:.1e}", flush=True)
@@ -823,7 +830,7 @@ def _benchmark(
             compiled = inference_form(emm, compile=True)
             started = time.perf_counter()
             with torch.inference_mode():
-                compiled(big), compiled(singles[0]), compiled(example_batch(signature, 3, seed=2))
+                compiled(big), compiled(singles[0]), compiled(example_batch(signature, 3, seed=2).to(device))
             print(f"  torch.compile of the form (3 batch shapes): {time.perf_counter() - started:.0f} s", flush=True)
             models["EMM (inference form, compiled)"] = compiled
         results = {name: ([], []) for name in models}
@@ -847,7 +854,9 @@ def _timed(model: nn.Module, batch: TabularBatch) -> float:
     import time
 
     started = time.perf_counter()
-    model(batch)
+    logits = model(batch)
+    if logits.is_cuda:  # kernels run asynchronously: the time is the time to the result
+        torch.cuda.synchronize(logits.device)
     return time.perf_counter() - started
 
 
@@ -861,6 +870,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--calls", type=int, default=200, help="single-row calls per latency measurement")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd form (compiles first)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     arguments = parser.parse_args()
     _benchmark(
         arguments.pools.split(","),
@@ -869,4 +879,5 @@ if __name__ == "__main__":
         arguments.batch_size,
         arguments.calls,
         arguments.compile,
+        arguments.device,
     )

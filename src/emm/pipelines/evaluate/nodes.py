@@ -17,7 +17,7 @@ from torch import nn
 from emm.models.emm import EMM
 from emm.models.inference import inference_form
 from emm.models.tabular import Table, TabularData, tabular_data
-from emm.models.training import auc, parameter_counts, predict
+from emm.models.training import auc, parameter_counts, predict, resolve_device
 
 POOL_ROW = "pool (all models)"
 
@@ -102,47 +102,64 @@ def gate_statistics(emm_model: EMM, test: Table, feature_schema: dict, batch_siz
 
 
 @torch.inference_mode()
-def _rows_per_second(models: list[nn.Module], data: TabularData, batch_size: int, repeats: int) -> float:
+def _rows_per_second(
+    models: list[nn.Module], data: TabularData, batch_size: int, repeats: int, device: torch.device
+) -> float:
     """Best of ``repeats`` timed passes over ``data`` after an untimed one (the first calls of a model are
-    slower while the CPU kernels warm up); several models run one after the other on every batch, as a
-    deployed pool of single-task models would."""
+    slower while the kernels warm up); several models run one after the other on every batch, as a
+    deployed pool of single-task models would. The rows are on ``device`` before the clock starts."""
     for model in models:
         model.eval()
-    batches = [batch for batch, _ in data.batches(batch_size)]
+    batches = [batch.to(device) for batch, _ in data.batches(batch_size)]
     best = float("inf")
     for attempt in range(repeats + 1):
         started = time.perf_counter()
         for batch in batches:
             for model in models:
                 model(batch)
+        _synchronize(device)
         if attempt:
             best = min(best, time.perf_counter() - started)
     return len(data) / best
 
 
 @torch.inference_mode()
-def _latency_ms(models: list[nn.Module], data: TabularData, calls: int, warm_up: int) -> float:
+def _latency_ms(models: list[nn.Module], data: TabularData, calls: int, warm_up: int, device: torch.device) -> float:
     """Median milliseconds of one call on a single row, over ``calls`` calls on the table's first rows
-    (cycled when it has fewer) after ``warm_up`` untimed ones; several models run one after the other."""
+    (cycled when it has fewer) after ``warm_up`` untimed ones; several models run one after the other. The
+    row is on ``device`` before the clock starts; the time runs until the result is there."""
     for model in models:
         model.eval()
-    rows = [data.batch(slice(i, i + 1))[0] for i in range(min(calls, len(data)))]
+    rows = [data.batch(slice(i, i + 1))[0].to(device) for i in range(min(calls, len(data)))]
     rows = [rows[i % len(rows)] for i in range(calls)]
     for batch in rows[:warm_up]:
         for model in models:
             model(batch)
     times = []
     for batch in rows:
+        _synchronize(device)
         started = time.perf_counter()
         for model in models:
             model(batch)
+        _synchronize(device)
         times.append(time.perf_counter() - started)
     return float(np.median(times) * 1e3)
 
 
+def _synchronize(device: torch.device) -> None:
+    """Kernels on a GPU run asynchronously: a timing ends when they are done, not when they are queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
-def _largest_logit_difference(first: nn.Module, second: nn.Module, data: TabularData, batch_size: int) -> float:
-    return max(float((first(batch) - second(batch)).abs().max()) for batch, _ in data.batches(batch_size))
+def _largest_logit_difference(
+    first: nn.Module, second: nn.Module, data: TabularData, batch_size: int, device: torch.device
+) -> float:
+    return max(
+        float((first(batch) - second(batch)).abs().max())
+        for batch in (batch.to(device) for batch, _ in data.batches(batch_size))
+    )
 
 
 MODEL_INPUT, TRAINING_INPUT = "model__", "training__"
@@ -154,6 +171,7 @@ EVALUATE_DEFAULTS = {
     "latency_warm_up": 20,  # untimed single-row calls before them
     "inference_form": True,  # also time every fused model's inference form (emm.models.inference)
     "inference_compile": False,  # ... run through torch.compile (compiled before timing, the time reported)
+    "device": "cpu",  # where the models are timed: cpu, cuda, auto (emm.models.training.resolve_device)
 }
 
 
@@ -164,8 +182,8 @@ def measure_costs(
     roles: dict[str, str],
     **inputs: nn.Module | dict,
 ) -> pd.DataFrame:
-    """Parameters, training seconds and inference costs on CPU of every model, all measured in this one
-    process and on the same rows: rows/s at ``throughput_batch_size`` and the latency of a single row
+    """Parameters, training seconds and inference costs of every model on the ``device`` setting (the
+    CPU by default), all measured in this one process and on the same rows: rows/s at ``throughput_batch_size`` and the latency of a single row
     (median ms); plus a row for the whole pool run side by side, and per fused model (role ``emm``) a row
     for its inference form (``emm.models.inference``: the same model, its predictions equal within float
     rounding, the largest logit difference on the rows in ``max_logit_difference``).
@@ -181,11 +199,14 @@ def measure_costs(
     data = TabularData.from_frame(test.head(rows), feature_schema)
     batch_size, repeats = settings["throughput_batch_size"], settings["throughput_repeats"]
     calls, warm_up = settings["latency_calls"], settings["latency_warm_up"]
+    device = resolve_device(settings["device"])
+    for model in models.values():
+        model.to(device)
 
     def timings(timed: list[nn.Module]) -> dict:
         return {
-            "rows_per_second": _rows_per_second(timed, data, batch_size, repeats),
-            "latency_ms": _latency_ms(timed, data, calls, warm_up),
+            "rows_per_second": _rows_per_second(timed, data, batch_size, repeats, device),
+            "latency_ms": _latency_ms(timed, data, calls, warm_up, device),
         }
 
     table = []
@@ -217,7 +238,7 @@ def measure_costs(
                     "train_seconds": np.nan,
                     **timings([form]),
                     "build_seconds": build_seconds,
-                    "max_logit_difference": _largest_logit_difference(model, form, data, batch_size),
+                    "max_logit_difference": _largest_logit_difference(model, form, data, batch_size, device),
                 }
             )
     pool = [name for name in models if roles[name] == "pool"]
@@ -240,6 +261,7 @@ def measure_costs(
     frame["throughput_batch_size"] = batch_size
     frame["latency_calls"] = calls
     frame["threads"] = torch.get_num_threads()
+    frame["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return frame
 
 

@@ -104,9 +104,10 @@ def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
     if has_latency:
         calls = int(costs["latency_calls"].iloc[0]) if "latency_calls" in costs else None
         timing += " and latency of a single row (median ms" + (f" of {calls} calls)" if calls else ")")
+    device = str(costs["device"].iloc[0]) if "device" in costs else "cpu"
+    where = f"CPU with {threads} thread{'s' if threads != 1 else ''}" if device == "cpu" else device
     lines = [
-        f"Inference on CPU with {threads} thread{'s' if threads != 1 else ''}: {timing}, every model measured in one "
-        "process on the same rows.",
+        f"Inference on {where}: {timing}, every model measured in one process on the same rows.",
         "",
         "| model | role | trainable parameters | frozen parameters | training s | rows/s |"
         + (" latency ms |" if has_latency else ""),
