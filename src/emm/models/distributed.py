@@ -75,7 +75,12 @@ def rank_device(setting: str, local_rank: int) -> torch.device:
             f"training.device is {setting!r}, one GPU, but a distributed run gives each rank the GPU of its local "
             "rank: set training.device to auto or cuda"
         )
-    return resolve_device(f"cuda:{local_rank}")
+    if local_rank >= torch.cuda.device_count():
+        raise ValueError(
+            f"The rank of local rank {local_rank} trains on GPU {local_rank}, but only {torch.cuda.device_count()} "
+            "CUDA device(s) are visible: start at most one process per GPU (nproc_per_node)"
+        )
+    return torch.device("cuda", local_rank)
 
 
 @contextmanager
