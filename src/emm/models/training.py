@@ -3,15 +3,18 @@
 Adam over the trainable parameters, shuffled mini-batches, binary cross-entropy averaged over the model's
 tasks, early stopping on the mean validation AUC with the best weights kept, and a progress bar. A model
 whose objective has a term beyond the labels' cross-entropy (AITM's calibrator) defines
-``extra_loss(logits) -> scalar``, which is added to it.
+``extra_loss(logits) -> scalar``, which is added to it. The same loop runs on each rank of a data-parallel
+run (``emm.models.distributed``, docs/distributed.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +24,9 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from emm.models.tabular import StreamingTabularData, TabularData
+
+if TYPE_CHECKING:
+    from emm.models.distributed import DistributedContext
 
 ModelInput = TabularData | StreamingTabularData
 
@@ -44,9 +50,14 @@ class TrainingConfig:
     # Score the weights the model comes with before the first epoch, and keep them if no epoch beats them:
     # a model that starts trained (fine-tuning) never ends worse on validation than it started.
     validate_start: bool = False
+    # {nproc_per_node: N}: train with torch DDP in N processes started by torchrun (docs/distributed.md);
+    # None: in this process. batch_size is then each process's, and N * batch_size rows make one step.
+    distributed: dict | None = None
 
     def __post_init__(self) -> None:
-        resolve_device(self.device)  # an unusable device fails when the settings are read, before any data is
+        # an unusable setting fails when the settings are read, before any data is
+        resolve_device(self.device)
+        _check_distributed(self.distributed)
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingConfig:
@@ -54,6 +65,18 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"Unknown training settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         return cls(**params)
+
+
+def _check_distributed(settings: dict | None) -> None:
+    if settings is None:
+        return
+    processes = settings.get("nproc_per_node") if isinstance(settings, dict) else None
+    usable = isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1
+    if not usable or set(settings) != {"nproc_per_node"}:
+        raise ValueError(
+            f"training.distributed is {settings!r}; expected {{nproc_per_node: N}} with N >= 1 processes, "
+            "or no distributed setting to train in one process"
+        )
 
 
 @dataclass
@@ -156,6 +179,12 @@ def _selection_score(aucs: dict[str, float], name: str) -> float:
     return float(np.mean(defined))
 
 
+def _steps_per_epoch(rows: int, batch_size: int) -> int:
+    """Steps an epoch over ``rows`` rows takes: one per batch, except batches of one row, skipped."""
+    full_batches = rows // batch_size if batch_size >= 2 else 0
+    return full_batches + (rows % batch_size >= 2)
+
+
 def _copy_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The best epoch's weights, copied so that later steps leave them alone, and to the CPU so that they
     take no device memory; ``load_state_dict`` copies them back onto the model's device."""
@@ -165,38 +194,51 @@ def _copy_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def fit(
     model: nn.Module,
     train: ModelInput,
-    validation: ModelInput,
+    validation: ModelInput | None,
     tasks: list[str],
     config: TrainingConfig,
     name: str = "model",
+    distributed: DistributedContext | None = None,
 ) -> TrainingHistory:
     """Train ``model``, whose outputs are logits [B, len(tasks)] for ``tasks`` in order, in place.
 
     The model and each batch go to the device of ``config.device``, where the model stays. Returns the
     history; the model is left with the weights of its best validation epoch.
+
+    With ``distributed`` (this process's rank of a torchrun run), ``train`` is the rank's shard of the
+    training rows and the model trains as a DDP replica on the rank's device. Every rank takes the same
+    number of steps per epoch, that of the smallest shard: a rank stepping once more than the others would
+    wait forever for their gradients. Rank 0 alone scores ``validation`` (the other ranks may pass None)
+    and every rank gets its AUCs, so that all keep the same epoch's weights and stop together.
     """
-    device = resolve_device(config.device)
+    device = distributed.device if distributed else resolve_device(config.device)
+    rank = distributed.rank if distributed else 0
     model.to(device)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    # Rank 0 draws as a lone process does; the other ranks' dropout masks and batch orders differ from it.
+    torch.manual_seed(config.seed + rank)
+    generator = torch.Generator().manual_seed(config.seed + rank)
     columns = [train.task_index(task) for task in tasks]
-    validation_labels = validation.labels[:, columns].numpy()
+    scores_validation = distributed is None or distributed.is_main
+    if scores_validation and validation is None:
+        raise ValueError(f"{name}: no validation data to score the epochs on")
+    validation_labels = validation.labels[:, columns].numpy() if scores_validation else None
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"{name}: the model has no trainable parameters")
     extra_loss = getattr(model, "extra_loss", None)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    stepping = distributed.wrap(model) if distributed else model  # what the training steps call
+    # None: every batch of the epoch
+    steps = distributed.fewest(_steps_per_epoch(len(train), config.batch_size)) if distributed else None
 
     history = TrainingHistory(device=str(device))
     best_score, best_state, stale_epochs = -np.inf, None, 0
     started, training_seconds, rows_seen = time.perf_counter(), 0.0, 0
     if config.validate_start:
-        history.start_validation_auc = auc_per_task(
-            validation_labels, predict(model, validation, config.eval_batch_size), tasks
-        )
+        history.start_validation_auc = _validation_auc(model, validation, validation_labels, tasks, config, distributed)
         best_score, best_state = _selection_score(history.start_validation_auc, name), _copy_to_cpu(model.state_dict())
         logger.info("%s before training: validation AUC %s", name, _rounded(history.start_validation_auc))
-    n_batches = -(-len(train) // config.batch_size)
+    n_batches = steps if distributed else -(-len(train) // config.batch_size)
     bar = tqdm(
         total=config.max_epochs * n_batches,
         desc=name,
@@ -206,13 +248,13 @@ def fit(
         leave=True,
     )
     for epoch in range(config.max_epochs):
-        model.train()
+        stepping.train()
         losses = []
         epoch_started = time.perf_counter()
-        for batch, labels in train.batches(config.batch_size, generator):
+        for batch, labels in itertools.islice(train.batches(config.batch_size, generator), steps):
             if len(labels) < 2:  # BatchNorm cannot train on one row (a table's last, odd row)
                 continue
-            logits = model(batch.to(device))
+            logits = stepping(batch.to(device))
             loss = F.binary_cross_entropy_with_logits(logits, labels[:, columns].to(device))
             if extra_loss is not None:
                 loss = loss + extra_loss(logits)
@@ -225,9 +267,12 @@ def fit(
             if len(losses) % 50 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
         training_seconds += time.perf_counter() - epoch_started
-        aucs = auc_per_task(validation_labels, predict(model, validation, config.eval_batch_size), tasks)
+        epoch_loss = float(np.mean(losses))
+        if distributed:  # the ranks took as many steps each: the mean of their means is that of all steps
+            epoch_loss = distributed.total(epoch_loss) / distributed.world_size
+        aucs = _validation_auc(model, validation, validation_labels, tasks, config, distributed)
         score = _selection_score(aucs, name)
-        history.train_loss.append(float(np.mean(losses)))
+        history.train_loss.append(epoch_loss)
         history.validation_auc.append(aucs)
         improved = score > best_score
         if improved:
@@ -248,9 +293,26 @@ def fit(
             break
     bar.close()
     model.load_state_dict(best_state)
+    if distributed:  # rows of every rank, over rank 0's time: the run's throughput
+        rows_seen = int(distributed.total(rows_seen))
     history.seconds = time.perf_counter() - started
     history.train_rows_per_second = rows_seen / training_seconds if training_seconds else 0.0
     return history
+
+
+def _validation_auc(
+    model: nn.Module,
+    validation: ModelInput | None,
+    labels: np.ndarray | None,
+    tasks: list[str],
+    config: TrainingConfig,
+    distributed: DistributedContext | None,
+) -> dict[str, float]:
+    """AUC per task on validation; ``labels`` is None on the ranks that do not score. In a distributed run
+    rank 0 scores and every rank gets its numbers: each rank's BatchNorm statistics are its own, so the
+    ranks' scores would differ, and with them the epoch each keeps and when each stops."""
+    aucs = None if labels is None else auc_per_task(labels, predict(model, validation, config.eval_batch_size), tasks)
+    return aucs if distributed is None else distributed.from_main(aucs)
 
 
 def _rounded(aucs: dict[str, float]) -> dict[str, float]:

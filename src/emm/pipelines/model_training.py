@@ -12,6 +12,7 @@ from torch import nn
 
 from emm.models.tabular import Table, tabular_data
 from emm.models.training import TrainingConfig, fit, parameter_counts, seed_model_initialisation
+from emm.pipelines.torchrun import train_with_torchrun
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def train_model(
     model's seed is derived from the configuration's seed and ``name`` (:func:`model_seed`). Tables longer
     than the configuration's ``max_in_memory_rows`` are streamed from Parquet rather than loaded. The model
     trains on the configuration's ``device`` and is returned on the CPU, so that saved models and the
-    evaluation do not depend on the machine that trained them."""
+    evaluation do not depend on the machine that trained them. With ``distributed`` settings it trains
+    with DDP in processes started by torchrun (``emm.pipelines.torchrun``), from the weights built here."""
     config = dataclasses.replace(config, seed=model_seed(config.seed, name))
     seed_model_initialisation(config.seed)
     try:
@@ -47,6 +49,9 @@ def train_model(
         raise ValueError(f"{name}: {error}") from error
     counts = parameter_counts(model)
     logger.info("%s: %d trainable and %d frozen parameters", name, counts["trainable"], counts["frozen"])
+    if config.distributed is not None:
+        model, history = train_with_torchrun(model, train, validation, feature_schema, tasks, config, name)
+        return model, {"model": name, "tasks": tasks, "seed": config.seed, **history, "parameters": counts}
     loading = {"max_in_memory_rows": config.max_in_memory_rows, "shuffle_buffer_rows": config.shuffle_buffer_rows}
     history = fit(
         model,
