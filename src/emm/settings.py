@@ -5,7 +5,7 @@ import os
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from emm.hooks import TrackingHook
+from emm.hooks import RunChecksHook, TrackingHook
 
 # The project runs where only package registries are reachable: no telemetry, ever.
 for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
@@ -13,7 +13,9 @@ for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT
 
 # TrackingHook replaces kedro-mlflow's own hook (it fixes its error handler); the plugin's auto-registered
 # hook is disabled, or every `kedro run` would open two MLflow runs, one of them empty.
-HOOKS = (TrackingHook(),)
+# RunChecksHook checks parameters, the pool and half-written files before the first node (and before the
+# MLflow run opens: its before_pipeline_run runs first).
+HOOKS = (TrackingHook(), RunChecksHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

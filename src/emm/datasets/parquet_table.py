@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from kedro.io import AbstractDataset, DatasetError
 
+from emm.datasets.atomic import temporary_prefix
 from emm.tables import PART_PATTERN, ParquetTable
 
 
@@ -43,7 +44,7 @@ class ParquetTableDataset(AbstractDataset[pd.DataFrame | Iterable[pd.DataFrame],
         else:
             chunks = data
         self._folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self._folder.parent, prefix=f".{self._folder.name}.", suffix=".part"))
+        staging = Path(tempfile.mkdtemp(dir=self._folder.parent, prefix=temporary_prefix(self._folder), suffix=".part"))
         try:
             schema = None
             for index, chunk in enumerate(chunks):

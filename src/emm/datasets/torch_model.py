@@ -7,7 +7,6 @@ the model from it (see ``emm.models.serialization``).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,21 +14,33 @@ import torch
 from kedro.io import AbstractDataset, DatasetError
 from torch import nn
 
+from emm.datasets.atomic import write_atomically
 from emm.models.mlp import SingleTaskMLP
 from emm.models.serialization import from_payload
+
+
+# The project's models are about 10 MB at most (Census EMM); a file a hundred times that is not one of them.
+DEFAULT_MAX_BYTES = 1 << 30
 
 
 class TorchModelDataset(AbstractDataset[Any, Any]):
     """Saves any object with ``to_payload()``; loads it back as the model class its payload names."""
 
-    def __init__(self, filepath: str, metadata: dict | None = None):
+    def __init__(self, filepath: str, max_bytes: int = DEFAULT_MAX_BYTES, metadata: dict | None = None):
         self._filepath = PurePosixPath(filepath)
+        self._max_bytes = max_bytes
         self.metadata = metadata
 
     def _load(self) -> Any:
         path = Path(self._filepath)
         if not path.exists():
             raise DatasetError(f"Model file {path} does not exist")
+        size = path.stat().st_size
+        if size > self._max_bytes:  # torch.load would read all of it into memory first
+            raise DatasetError(
+                f"Model file {path} is {size:,} bytes, more than the {self._max_bytes:,} its catalog entry allows "
+                "(max_bytes); a file that size is not one of this project's models"
+            )
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises UnpicklingError and others for foreign or corrupt files
@@ -47,26 +58,14 @@ class TorchModelDataset(AbstractDataset[Any, Any]):
             raise DatasetError(f"Model file {path} does not hold a valid model: {error}") from error
 
     def _save(self, model: Any) -> None:
-        _write_atomically(model.to_payload(), Path(self._filepath))
+        payload = model.to_payload()
+        write_atomically(Path(self._filepath), lambda temporary: torch.save(payload, temporary))
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
-
-
-def _write_atomically(payload: dict, path: Path) -> None:
-    """A crash half-way leaves the previous file intact, never a truncated one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        return {"filepath": str(self._filepath), "max_bytes": self._max_bytes}
 
 
 def save_pool_model(path: str | os.PathLike, spec: dict, weights: nn.Module | dict) -> SingleTaskMLP:
@@ -81,5 +80,6 @@ def save_pool_model(path: str | os.PathLike, spec: dict, weights: nn.Module | di
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise ValueError(f"The weights do not fit the spec of model {spec.get('name', '?')!r}: {error}") from error
-    _write_atomically(model.to_payload(), Path(path))
+    payload = model.to_payload()
+    write_atomically(Path(path), lambda temporary: torch.save(payload, temporary))
     return model

@@ -29,6 +29,26 @@ def build_layer(spec: dict) -> nn.Module:
     return constructor(**{key: value for key, value in spec.items() if key != "type"})
 
 
+def check_layer_chain(layers: list[dict], input_width: int, output_width: int, model: str) -> None:
+    """Each layer reads the width the one before it writes: ``input_width`` into the first, and the last
+    writes ``output_width``. A spec written by hand that breaks the chain would load (its weights match
+    the spec) and fail only at the first forward pass, far from the file at fault."""
+    width = input_width
+    for index, layer in enumerate(layers):
+        layer_type = layer.get("type")
+        reads = {"Linear": "in_features", "BatchNorm1d": "num_features", "LayerNorm": "normalized_shape"}.get(layer_type)
+        if reads is not None:
+            if layer.get(reads) not in (width, [width]):  # LayerNorm's shape is a list in a saved spec
+                raise ValueError(
+                    f"{model}: layer {index} ({layer_type}) has {reads}={layer.get(reads)!r} but the layer before "
+                    f"it outputs width {width}"
+                )
+        if layer_type == "Linear":
+            width = layer.get("out_features")
+    if width != output_width:
+        raise ValueError(f"{model}: the last layer outputs width {width} but the head reads {output_width}")
+
+
 def layer_spec(module: nn.Module) -> dict:
     """The inverse of :func:`build_layer` for a built module."""
     layer_type = type(module).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emm.models.layers import build_layer, mlp_layer_specs
+from emm.models.layers import build_layer, check_layer_chain, mlp_layer_specs
 from emm.models.tabular import FeatureEmbedding, TabularBatch
 
 KIND = "single_task_mlp"
@@ -20,6 +20,9 @@ class SingleTaskMLP(nn.Module):
 
     def __init__(self, spec: dict):
         super().__init__()
+        signature = spec["input"]
+        input_width = spec["embedding_dim"] * len(signature["categorical"]) + len(signature["dense"])
+        check_layer_chain(spec["layers"], input_width, spec["head_in_features"], f"pool model {spec.get('name')!r}")
         self.spec = spec
         self.task = spec["task"]
         self.embedding = FeatureEmbedding(spec["input"], spec["embedding_dim"])

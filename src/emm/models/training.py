@@ -166,6 +166,18 @@ def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(roc_auc_score(labels, probabilities))
 
 
+def _warn_about_one_class_tasks(labels: np.ndarray, tasks: list[str], where: str) -> None:
+    for index, task in enumerate(tasks):
+        if len(labels) and labels[:, index].min() == labels[:, index].max():
+            logger.warning(
+                "%s labels of task %s are all %g: its AUC is undefined (null in the reports); use more rows or a "
+                "larger validation_fraction",
+                where,
+                task,
+                labels[0, index],
+            )
+
+
 def auc_per_task(labels: np.ndarray, probabilities: np.ndarray, tasks: list[str]) -> dict[str, float]:
     return {task: auc(labels[:, i], probabilities[:, i]) for i, task in enumerate(tasks)}
 
@@ -222,6 +234,8 @@ def fit(
     if scores_validation and validation is None:
         raise ValueError(f"{name}: no validation data to score the epochs on")
     validation_labels = validation.labels[:, columns].numpy() if scores_validation else None
+    if scores_validation:
+        _warn_about_one_class_tasks(validation_labels, tasks, f"{name}: validation")
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"{name}: the model has no trainable parameters")

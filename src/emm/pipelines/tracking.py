@@ -7,6 +7,11 @@ the costly nodes are skipped (their files exist) while the new MLflow run still 
 from __future__ import annotations
 
 
+def _number(value: float | None) -> float:
+    """A report's undefined AUC (null in its JSON file: a task with one class) as MLflow's NaN."""
+    return float("nan") if value is None else value
+
+
 def training_metrics(report: dict) -> dict:
     """Per-epoch loss and validation AUCs as metric histories, plus the kept epoch's figures."""
     metrics = {
@@ -16,9 +21,9 @@ def training_metrics(report: dict) -> dict:
     }
     for task in report["best_validation_auc"]:
         metrics[f"validation_auc.{task}"] = [
-            {"value": aucs[task], "step": epoch} for epoch, aucs in enumerate(report["validation_auc"])
+            {"value": _number(aucs[task]), "step": epoch} for epoch, aucs in enumerate(report["validation_auc"])
         ]
-        metrics[f"best_validation_auc.{task}"] = {"value": report["best_validation_auc"][task], "step": 0}
+        metrics[f"best_validation_auc.{task}"] = {"value": _number(report["best_validation_auc"][task]), "step": 0}
     for name, count in report.get("parameters", {}).items():
         metrics[f"parameters.{name}"] = {"value": count, "step": 0}
     return metrics

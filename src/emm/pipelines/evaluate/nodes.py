@@ -7,6 +7,7 @@ variant of Table II). Tables and figures are drawn from these outputs by the ``r
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -18,6 +19,8 @@ from emm.models.emm import EMM
 from emm.models.inference import inference_form
 from emm.models.tabular import Table, TabularData, tabular_data
 from emm.models.training import auc, parameter_counts, predict, resolve_device
+
+logger = logging.getLogger(__name__)
 
 POOL_ROW = "pool (all models)"
 
@@ -51,6 +54,9 @@ def prediction_columns(predictions: pd.DataFrame) -> list[tuple[str, str]]:
 def compute_aucs(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
     """AUC keyed by model, then task."""
     aucs: dict[str, dict[str, float]] = {}
+    tasks = sorted({task for _, task in prediction_columns(predictions)})
+    for task in (task for task in tasks if predictions[f"label.{task}"].nunique() < 2):
+        logger.warning("Test labels of task %s have one class: its AUC is undefined (null in test_aucs.json)", task)
     for model, task in prediction_columns(predictions):
         aucs.setdefault(model, {})[task] = auc(
             predictions[f"label.{task}"].to_numpy(), predictions[f"{model}.{task}"].to_numpy()
