@@ -2,17 +2,30 @@
 
 import gzip
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
+from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.io import DatasetError
 
+from emm.datasets import TorchModelDataset
+from emm.datasets.torch_model import save_pool_model
+from emm.hooks import PoolChangedError, TrackingStoreError
+from emm.parameters import ParameterError
 from conftest import PROJECT_ROOT, head_lines
 from helpers import TINY_BASELINES
 
@@ -225,3 +238,137 @@ def test_results_notebook_runs_headless_on_the_tiny_run(first_run):
     assert len(images) >= 5  # costs chart, ROC, Figure 3, fusion choices, gate weights
     markdown = "".join(output["data"].get("text/markdown", "") for output in outputs if "data" in output)
     assert "| EMM | emm |" in markdown and "baseline+MTM" in markdown and "picks full_time" in markdown
+
+
+# Issue 10 on the tiny run: the last tests of the module, since they change the pool and kill runs.
+
+
+def data_snapshot(root):
+    return {path: path.read_bytes() for path in (root / "data").rglob("*") if path.is_file()}
+
+
+def mlflow_runs(root):
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}").search_runs(
+        [MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_experiment_by_name("emm").experiment_id]
+    )
+
+
+def test_a_misspelt_parameter_stops_the_run_before_any_node_or_mlflow_run(first_run):
+    root, _ = first_run
+    before, runs = data_snapshot(root), len(mlflow_runs(root))
+    with KedroSession.create(project_path=root, runtime_params={"census": {"pool": {"models": {"income_small": {"dropuot": 0.2}}}}}) as session:
+        with pytest.raises(ParameterError, match=r"census.pool.models.income_small.dropuot: unknown key"):
+            session.run(pipeline_name="census")
+    assert data_snapshot(root) == before
+    assert len(mlflow_runs(root)) == runs
+
+
+def test_a_folder_named_mlflow_db_fails_at_once_naming_it_and_nothing_is_lost(first_run):
+    root, _ = first_run
+    before = data_snapshot(root)
+    (root / "mlflow.db").rename(root / "mlflow.db.kept")
+    (root / "mlflow.db").mkdir()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TrackingStoreError, match=r"sqlite:///mlflow.db \(.*mlflow.db\) is a folder"):
+            run(root, pipeline_name="census")
+        assert time.monotonic() - started < 30  # MLflow alone retried for about 100 s
+    finally:
+        (root / "mlflow.db").rmdir()
+        (root / "mlflow.db.kept").rename(root / "mlflow.db")
+    assert data_snapshot(root) == before
+
+
+@pytest.fixture
+def external_model(first_run):
+    """A pool model trained elsewhere (income_large's weights, perturbed), declared in conf/local."""
+    root, _ = first_run
+    parameters_file = root / "conf" / "local" / "parameters.yml"
+    original = parameters_file.read_text()
+    parameters = yaml.safe_load(original)
+    parameters["census"]["pool"]["models"]["income_external"] = {"task": "income", "pretrained": True}
+    parameters_file.write_text(yaml.safe_dump(parameters))
+    path = root / "data" / "06_models" / "census" / "pool" / "income_external.pt"
+    source = TorchModelDataset(str(path.with_name("income_large.pt"))).load()
+    torch.manual_seed(7)
+    weights = {key: value + 0.01 * torch.randn_like(value) if value.is_floating_point() else value for key, value in source.state_dict().items()}
+    save_pool_model(path, {**source.spec, "name": "income_external"}, weights)
+    bootstrap_project(root)  # the pipelines are made from the parameters
+    yield root, path
+    parameters_file.write_text(original)
+    path.unlink(missing_ok=True)
+    bootstrap_project(root)
+
+
+def test_a_pool_model_added_later_is_noticed_and_the_command_named_rebuilds_on_it(external_model):
+    root, path = external_model
+    models = root / "data" / "06_models" / "census"
+    components = models / "components.pt"
+    kept = {file: file.read_bytes() for file in [*(models / "pool").glob("income_[sl]*.pt"), *(models / "baselines").glob("*.pt")]}
+    assert kept
+    before = components.read_bytes()
+    with pytest.raises(PoolChangedError, match=r"added: income_external") as raised:
+        run(root, only_missing_outputs=True)
+    assert components.read_bytes() == before
+    command = re.search(r"`kedro run --pipelines=(\w+) --from-nodes=(\S+)`", str(raised.value))
+    assert command, str(raised.value)
+    run(root, pipeline_name=command[1], from_nodes=command[2].split(","))
+    report = json.loads((root / "data" / "08_reporting" / "census" / "decomposition_report.json").read_text())
+    assert "income_external" in report["pool_fingerprint"]
+    assert components.read_bytes() != before
+    assert {file: file.read_bytes() for file in kept} == kept  # trained pool models and baselines are kept
+    stamp = components.stat().st_mtime_ns
+    run(root, only_missing_outputs=True)  # the pool is the decomposed one again: nothing to redo
+    assert components.stat().st_mtime_ns == stamp
+
+    # The same file replaced by a model of another task than declared: refused, components.pt untouched.
+    other_task = TorchModelDataset(str(path)).load()
+    save_pool_model(path, {**other_task.spec, "task": "never_married"}, other_task.state_dict())
+    before = components.read_bytes()
+    with pytest.raises(ValueError, match=r"'income_external' is declared for task 'income'"):
+        run(root, pipeline_name="census", node_names=["census.decompose_pool"])
+    assert components.read_bytes() == before
+
+
+def start_training(root, census_slice):
+    """A `kedro run` of one pool model that trains until stopped; returns once its MLflow run is RUNNING."""
+    environment = {**os.environ, "EMM_CENSUS_DIR": str(census_slice), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [Path(sys.executable).with_name("kedro"), "run", "--pipelines=census", "--nodes=census.train_pool_model_income_small",
+         "--params=census.training.max_epochs=100000,census.training.patience=100000"],
+        cwd=root, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        mine = [r for r in mlflow_runs(root) if r.data.tags.get("emm.pid") == str(process.pid)]
+        if mine and mine[0].info.status == "RUNNING":
+            time.sleep(2)  # into the node
+            return process, mine[0].info.run_id
+        if process.poll() is not None:
+            pytest.fail(f"kedro run ended early: {process.stderr.read().decode()[-2000:]}")
+        time.sleep(0.5)
+    process.kill()
+    pytest.fail("no RUNNING MLflow run within 120 s")
+
+
+def test_interrupted_and_killed_runs_are_recorded_killed_and_lose_no_output(first_run, census_slice):
+    root, _ = first_run
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    before = data_snapshot(root)
+
+    interrupted, interrupted_id = start_training(root, census_slice)
+    interrupted.send_signal(signal.SIGINT)
+    assert interrupted.wait(timeout=60) != 0
+    run_info = client.get_run(interrupted_id)
+    assert run_info.info.status == "KILLED"
+    assert run_info.data.tags["emm.stopped_by"] == "SIGINT"
+
+    killed, killed_id = start_training(root, census_slice)
+    killed.kill()
+    killed.wait(timeout=60)
+    assert client.get_run(killed_id).info.status == "RUNNING"  # nothing could record it
+    run(root, pipeline_name="census", node_names=["census.log_pool_metrics_income_small"])
+    run_info = client.get_run(killed_id)
+    assert run_info.info.status == "KILLED"
+    assert "process gone" in run_info.data.tags["emm.stopped_by"]
+    assert data_snapshot(root) == before
