@@ -1,6 +1,11 @@
-"""Small models and data for unit tests."""
+"""Small models and data for unit tests, and the tiny Kedro project the pipeline tests run."""
+
+import shutil
+from pathlib import Path
 
 import torch
+import yaml
+from omegaconf import OmegaConf
 
 from emm.models.mlp import SingleTaskMLP, pool_model_spec
 
@@ -39,3 +44,34 @@ def warm_up_batch_norm(model, batches: int = 3) -> None:
         for seed in range(batches):
             model(example_batch(SIGNATURE, batch_size=16, seed=seed))
     model.eval()
+
+
+def tiny_run(base_parameters: dict, namespaces) -> dict:
+    """conf/local parameters shrinking every model of ``namespaces``: the same nodes, seconds to run."""
+    parameters = {}
+    for namespace in namespaces:
+        base = base_parameters[namespace]
+        parameters[namespace] = {
+            "training": {"max_epochs": 2, "batch_size": 512, "progress_bar": False},
+            "pool": {
+                "models": {
+                    name: {"hidden_dims": [32, 16, 8] if name.endswith("small") else [48, 32, 16, 8]}
+                    for name in base["pool"]["models"]
+                }
+            },
+            "baselines": {"models": {name: TINY_BASELINES[name] for name in base.get("baselines", {}).get("models", {})}},
+            "evaluate": {"throughput_rows": 2048, "throughput_batch_size": 512, "throughput_repeats": 1},
+        }
+    return parameters
+
+
+def tiny_project(root: Path, project_root: Path, namespaces) -> Path:
+    """A Kedro project in ``root`` with the checkout's configuration (not its conf/local) and
+    :func:`tiny_run` parameters for ``namespaces`` in conf/local; its data/ and mlflow.db start empty."""
+    shutil.copytree(project_root / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    base = OmegaConf.to_container(OmegaConf.load(project_root / "conf" / "base" / "parameters_census.yml"))
+    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(tiny_run(base, namespaces)))
+    shutil.copy(project_root / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # the package itself is installed; Kedro only checks the folder
+    return root

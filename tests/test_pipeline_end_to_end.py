@@ -16,7 +16,6 @@ import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -27,7 +26,7 @@ from emm.datasets.torch_model import save_pool_model
 from emm.hooks import PoolChangedError, TrackingStoreError
 from emm.parameters import ParameterError
 from conftest import PROJECT_ROOT, head_lines
-from helpers import TINY_BASELINES
+from helpers import tiny_project
 
 NAMESPACES = ("census", "census_3tasks", "census_4tasks")
 TASKS = {
@@ -37,34 +36,9 @@ TASKS = {
 }
 
 
-def tiny_run(base_parameters: dict) -> dict:
-    """conf/local parameters shrinking every model of every namespace: the same nodes, seconds to run."""
-    parameters = {}
-    for namespace in NAMESPACES:
-        base = base_parameters[namespace]
-        parameters[namespace] = {
-            "training": {"max_epochs": 2, "batch_size": 512, "progress_bar": False},
-            "pool": {
-                "models": {
-                    name: {"hidden_dims": [32, 16, 8] if name.endswith("small") else [48, 32, 16, 8]}
-                    for name in base["pool"]["models"]
-                }
-            },
-            "baselines": {"models": {name: TINY_BASELINES[name] for name in base.get("baselines", {}).get("models", {})}},
-            "evaluate": {"throughput_rows": 2048, "throughput_batch_size": 512, "throughput_repeats": 1},
-        }
-    return parameters
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, census_slice):
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    base = OmegaConf.to_container(OmegaConf.load(PROJECT_ROOT / "conf" / "base" / "parameters_census.yml"))
-    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(tiny_run(base)))
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()  # the package itself is installed; Kedro only checks the folder
+    root = tiny_project(tmp_path_factory.mktemp("project"), PROJECT_ROOT, NAMESPACES)
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.chdir(root)
     monkeypatch.setenv("EMM_CENSUS_DIR", str(census_slice))

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks import MlflowHook
+from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow.entities import RunStatus
 
 from emm.datasets.atomic import remove_stale_temporaries
@@ -77,6 +78,9 @@ class TrackingHook(MlflowHook):
       recorded KILLED. A run whose process died without a chance to say so (SIGKILL) stays RUNNING in the
       store; the next run on the same machine finds it by its process id and records it KILLED.
     - The tracking store is checked before kedro-mlflow first opens it, and its errors name it.
+    - A PipelineML's ``log_model_kwargs`` may say ``input_example="auto"``, as kedro-mlflow lets them say
+      ``signature="auto"``: the model is logged with the rows of its input dataset as input example
+      (kedro-mlflow 2.0.3 would pass the string "auto" on to MLflow).
     """
 
     _interrupted_by: int | None = None
@@ -103,7 +107,15 @@ class TrackingHook(MlflowHook):
     @hook_impl
     def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
         self._restore_handlers()
-        super().after_pipeline_run(run_params, pipeline, catalog)
+        log_model_kwargs = getattr(pipeline, "log_model_kwargs", None)
+        if isinstance(pipeline, PipelineML) and log_model_kwargs.get("input_example") == "auto":
+            # Put back after logging: the pipeline object is shared by every run of the process.
+            pipeline.log_model_kwargs = {**log_model_kwargs, "input_example": catalog.load(pipeline.input_name)}
+        try:
+            super().after_pipeline_run(run_params, pipeline, catalog)
+        finally:
+            if log_model_kwargs is not None:
+                pipeline.log_model_kwargs = log_model_kwargs
         if self._is_mlflow_enabled and not self._already_active_mlflow:
             while mlflow.active_run() is not None:
                 mlflow.end_run()

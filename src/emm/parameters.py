@@ -212,6 +212,20 @@ class Evaluate(_Strict):
     device: str = "cpu"
 
 
+class Serving(_Strict):
+    """``serving``: what the ``<dataset>_serving`` pipeline logs as the MLflow model (docs/serving.md)."""
+
+    fused_model: Literal["emm", "emm_plus"] = "emm_plus"
+    input_example_rows: int = 5
+
+    @field_validator("input_example_rows")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+
 class Dataset(_Strict):
     """One dataset's block: ``census``, ``ali_ccp``, ..."""
 
@@ -226,6 +240,13 @@ class Dataset(_Strict):
     baselines: Baselines | None = None
     ablations: dict[str, Ablation] | None = None
     evaluate: Evaluate
+    serving: Serving | None = None
+
+    @model_validator(mode="after")
+    def _served_model_is_trained(self) -> Dataset:
+        if self.serving and self.serving.fused_model == "emm_plus" and self.refine is None:
+            raise ValueError("serving.fused_model: 'emm_plus' is trained only with a refine section; use 'emm'")
+        return self
 
     @model_validator(mode="after")
     def _pool_tasks_are_data_tasks(self) -> Dataset:

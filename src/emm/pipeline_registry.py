@@ -19,6 +19,7 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 
 from emm.pipelines import ablations, baselines, data_processing, decompose, evaluate, fuse, report, train_pool
+from emm.pipelines.serving.pipeline import create_pipeline as create_serving_pipeline
 
 STAGES = {
     "data_processing": data_processing.create_pipeline,
@@ -77,11 +78,26 @@ def _namespaced(create, namespace: str, parameters: dict) -> Pipeline:
     return Pipeline(stage, namespace=namespace, inputs=inputs or None)
 
 
+def serving_pipeline(namespace: str, parameters: dict) -> Pipeline:
+    """``<dataset>_serving``: the dataset's fused model logged as an MLflow model (docs/serving.md)."""
+    settings = parameters.get("serving") or {}
+    return create_serving_pipeline(
+        namespace,
+        fused_model=settings.get("fused_model", "emm_plus" if parameters.get("refine") else "emm"),
+        input_example_rows=settings.get("input_example_rows", 5),
+        raw_data=parameters.get("raw_data"),
+    )
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """``__default__`` runs the whole Census-Income comparison: every stage of every dataset not marked
     ``default_run: false`` (Ali-CCP and AliExpress are), then Figure 3;
     ``<dataset>`` runs every stage of one dataset; ``<stage>`` runs one stage for every dataset
-    (``report`` also draws Figure 3)."""
+    (``report`` also draws Figure 3).
+
+    ``<dataset>_serving`` logs and registers the dataset's fused model, for datasets read in memory (not
+    ``streaming``). It is a kedro-mlflow PipelineML, logged only when run alone: it is in no other pipeline,
+    ``__default__`` included (docs/serving.md)."""
     parameters = project_parameters()
     namespaces = dataset_namespaces(parameters)
     per_stage: dict[str, list[Pipeline]] = {stage: [] for stage in STAGES}
@@ -91,6 +107,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         for stage, stage_pipeline in stages.items():
             per_stage[stage].append(stage_pipeline)
         pipelines[namespace] = sum(stages.values(), Pipeline([]))
+        if not stage_arguments(dataset_parameters)["streaming"]:
+            pipelines[f"{namespace}_serving"] = serving_pipeline(namespace, dataset_parameters)
     for stage, stage_pipelines in per_stage.items():
         pipelines[stage] = sum(stage_pipelines, Pipeline([]))
     runs = (parameters.get("adaptability") or {}).get("runs") or []

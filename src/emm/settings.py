@@ -6,6 +6,7 @@ from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from emm.hooks import RunChecksHook, TrackingHook
+from emm.pipelines.serving.registry import ServingRegistryHook
 
 # The project runs where only package registries are reachable: no telemetry, ever.
 for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
@@ -15,7 +16,9 @@ for _variable in ("KEDRO_DISABLE_TELEMETRY", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT
 # hook is disabled, or every `kedro run` would open two MLflow runs, one of them empty.
 # RunChecksHook checks parameters, the pool and half-written files before the first node (and before the
 # MLflow run opens: its before_pipeline_run runs first).
-HOOKS = (TrackingHook(), RunChecksHook())
+# ServingRegistryHook registers the model a <dataset>_serving run logged (docs/serving.md); it runs after
+# TrackingHook, which logs it.
+HOOKS = (TrackingHook(), RunChecksHook(), ServingRegistryHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader

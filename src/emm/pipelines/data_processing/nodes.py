@@ -127,8 +127,17 @@ def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
 
 def encode_table(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
     """Features as codes and scaled floats, plus one 0/1 label column per task."""
-    _require_columns(raw, list(encoders["categorical"]) + list(encoders["dense"]), "Feature columns")
     _require_columns(raw, [task["column"] for task in encoders["tasks"]], "Task label columns")
+    encoded = encode_features(raw, encoders)
+    for task in encoders["tasks"]:
+        encoded[label_column(task["name"])] = raw[task["column"]].isin(task["positive"]).to_numpy(np.float32)
+    return encoded
+
+
+def encode_features(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
+    """Features as codes and scaled floats; label columns are neither needed nor read, so that rows to
+    predict (serving) are encoded exactly as the training rows were."""
+    _require_columns(raw, list(encoders["categorical"]) + list(encoders["dense"]), "Feature columns")
     columns: dict[str, np.ndarray] = {}
     for column, vocabulary in encoders["categorical"].items():
         columns[column] = _codes(raw[column], vocabulary)
@@ -139,9 +148,7 @@ def encode_table(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
         if scaler["log1p"]:
             values = np.log1p(np.clip(values, 0, None))
         columns[column] = ((values - scaler["mean"]) / scaler["std"]).astype(np.float32)
-    for task in encoders["tasks"]:
-        columns[label_column(task["name"])] = raw[task["column"]].isin(task["positive"]).to_numpy(np.float32)
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
 
 
 def _codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
