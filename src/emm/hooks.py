@@ -17,6 +17,7 @@ from mlflow.entities import RunStatus
 
 from emm.datasets.atomic import remove_stale_temporaries
 from emm.parameters import validate_parameters
+from emm.pipelines.serving.registry import check_serving_runs_alone
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ class RunChecksHook:
 
     - Half-written files left by an interrupted run (emm.datasets.atomic) are removed.
     - Every dataset's parameters are validated against the schema (emm.parameters), errors named by key path.
+    - A serving pipeline run together with other pipelines, which would log no model, is refused
+      (emm.pipelines.serving.registry).
     - With ``--only-missing-outputs``: a pool that changed since it was decomposed (a model added, replaced
       or about to be retrained) is refused, naming the command that rebuilds what depends on it. Kedro
       would otherwise skip the decomposition and every model fused from it, since their files exist.
@@ -193,6 +196,7 @@ class RunChecksHook:
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         remove_stale_temporaries(Path(run_params.get("project_path") or Path.cwd()) / "data")
         validate_parameters(catalog.load("parameters"))
+        check_serving_runs_alone(pipeline)
         if run_params.get("only_missing_outputs"):
             for message in stale_decompositions(pipeline, catalog):
                 raise PoolChangedError(message)

@@ -138,13 +138,14 @@ def encode_features(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
     """Features as codes and scaled floats; label columns are neither needed nor read, so that rows to
     predict (serving) are encoded exactly as the training rows were."""
     _require_columns(raw, list(encoders["categorical"]) + list(encoders["dense"]), "Feature columns")
+    numbers = {column: _numeric(raw, column) for column in encoders["dense"]}
     columns: dict[str, np.ndarray] = {}
     for column, vocabulary in encoders["categorical"].items():
         columns[column] = _codes(raw[column], vocabulary)
     for column, vocabulary in encoders["value_codes"].items():
-        columns[value_code_column(column)] = _codes(raw[column], vocabulary)
+        columns[value_code_column(column)] = _value_codes(numbers[column], vocabulary)
     for column, scaler in encoders["dense"].items():
-        values = _numeric(raw, column)
+        values = numbers[column]
         if scaler["log1p"]:
             values = np.log1p(np.clip(values, 0, None))
         columns[column] = ((values - scaler["mean"]) / scaler["std"]).astype(np.float32)
@@ -154,6 +155,13 @@ def encode_features(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
 def _codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
     codes = pd.Index(vocabulary).get_indexer(values)  # -1 for values unseen in training
     return np.where(codes >= 0, codes + 1, UNSEEN_CODE).astype(np.int32)
+
+
+def _value_codes(values: np.ndarray, vocabulary: list[str]) -> np.ndarray:
+    """Codes of a dense column's exact values, matched as numbers: the vocabulary holds the training file's
+    text ("15024"), and rows sent as numbers (15024.0, the served model's input) must get the same code."""
+    codes = {float(value): code for code, value in enumerate(vocabulary, start=1)}
+    return pd.Series(values).map(codes).fillna(UNSEEN_CODE).to_numpy(np.int32)
 
 
 def split_validation_test(encoded: pd.DataFrame, encoders: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

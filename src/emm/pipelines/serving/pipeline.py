@@ -16,7 +16,7 @@ from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from emm.pipelines import bind
 from emm.pipelines.data_processing.nodes import encode_features
 from emm.pipelines.serving.nodes import describe_served_model, predict_probabilities, serving_input_example, serving_rows
-from emm.pipelines.serving.registry import MODEL_CARD, registered_model_name
+from emm.pipelines.serving.registry import MODEL_CARD, MODEL_CARD_NODE, registered_model_name
 
 SERVING_INPUT = "serving_input"  # the input example in a run; the request's rows when served
 # Stands for "take the input example from the input dataset", as kedro-mlflow's signature="auto" does for
@@ -39,7 +39,7 @@ def create_pipeline(namespace: str, fused_model: str, input_example_rows: int, r
                 bind(describe_served_model, fused_model_name=fused_model),
                 [f"{fused_model}_model", f"{fused_model}_training", "feature_schema", "encoders"],
                 MODEL_CARD,
-                name="describe_served_model",
+                name=MODEL_CARD_NODE,
             ),
         ]
     )

@@ -23,6 +23,28 @@ from mlflow.exceptions import MlflowException
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "served_model_card"  # the catalog entry (inside the namespace) with the validation AUCs
+MODEL_CARD_NODE = "describe_served_model"  # the serving training node that writes it
+
+
+class ServingRunError(RuntimeError):
+    """A serving pipeline run in a way that would log no model; the message names the command that does."""
+
+
+def check_serving_runs_alone(pipeline) -> None:
+    """Refuse a run holding a serving pipeline's nodes that is not that PipelineML: kedro-mlflow logs the
+    model only when the PipelineML is the whole run, and ``--pipelines=census_serving,census`` (a sum of
+    pipelines, a plain Pipeline) would run every node and log nothing, without a word."""
+    if isinstance(pipeline, PipelineML):
+        return
+    namespaces = sorted(
+        {node.namespace for node in pipeline.nodes if node.name.endswith(f".{MODEL_CARD_NODE}") and node.namespace}
+    )
+    if namespaces:
+        commands = "; ".join(f"`kedro run --pipelines={namespace}_serving`" for namespace in namespaces)
+        raise ServingRunError(
+            f"The serving pipeline of {', '.join(namespaces)} is run together with other nodes: kedro-mlflow "
+            f"would log no model. Run the dataset's pipeline first, then {commands} alone."
+        )
 
 CHAMPION = "champion"
 SCORE_TAG = "validation_auc.mean"  # the score the champion rule compares
