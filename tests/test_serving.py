@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -59,6 +60,11 @@ def served(tmp_path_factory, census_slice):
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(variable, raising=False)  # records the value to put back
     root = tiny_project(tmp_path_factory.mktemp("serving"), PROJECT_ROOT, ["census"])
+    # An absolute store: MLflow caches one store per URI string, so the project's relative sqlite:///mlflow.db
+    # used here first would keep pointing at this project's file for the end-to-end project run after it.
+    (root / "conf" / "local" / "mlflow.yml").write_text(
+        yaml.safe_dump({"server": {"mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}})
+    )
     monkeypatch.chdir(root)
     monkeypatch.setenv("EMM_CENSUS_DIR", str(census_slice))
     bootstrap_project(root)
