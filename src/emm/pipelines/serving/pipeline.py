@@ -15,7 +15,12 @@ from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 
 from emm.pipelines import bind
 from emm.pipelines.data_processing.nodes import encode_features
-from emm.pipelines.serving.nodes import describe_served_model, predict_probabilities, serving_input_example, serving_rows
+from emm.pipelines.serving.nodes import (
+    describe_served_model,
+    predict_probabilities,
+    serving_input_example,
+    serving_rows,
+)
 from emm.pipelines.serving.registry import MODEL_CARD, MODEL_CARD_NODE, registered_model_name
 
 SERVING_INPUT = "serving_input"  # the input example in a run; the request's rows when served
@@ -24,7 +29,9 @@ SERVING_INPUT = "serving_input"  # the input example in a run; the request's row
 AUTO = "auto"
 
 
-def create_pipeline(namespace: str, fused_model: str, input_example_rows: int, raw_data: str | None = None) -> PipelineML:
+def create_pipeline(
+    namespace: str, fused_model: str, input_example_rows: int, raw_data: str | None = None
+) -> PipelineML:
     """The serving pipeline of ``namespace``; ``fused_model`` is ``emm`` or ``emm_plus``; ``raw_data``
     names the namespace whose raw files it reads (the namespace itself by default)."""
     training = Pipeline(
