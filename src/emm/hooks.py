@@ -190,8 +190,8 @@ class TrackingHook(MlflowHook):
     def _leave_shared_run(self) -> None:
         """Leave the shared run RUNNING for the scheduler to end. MLflow has no public call that leaves a run
         without ending it (``end_run``, also called at exit, records it FINISHED), so the run is taken off
-        MLflow's stack of active runs of this thread (where it can be more than once: kedro-mlflow starts it
-        nested)."""
+        MLflow's stack of active runs of this thread, every time it is there (kedro-mlflow starts it again,
+        nested, before each node)."""
         active_runs = mlflow_fluent._active_run_stack.get()
         active_runs[:] = [run for run in active_runs if run.info.run_id != self.run_id]
         self._joined_shared_run = False
