@@ -16,7 +16,7 @@ export EMM_CENSUS_DIR := ../shared/data/census-income
 endif
 endif
 
-.PHONY: install run report test benchmark benchmark-seeds scale-benchmark synthetic viz clean-outputs mlflow-ui
+.PHONY: install airflow-install airflow-dag run report test benchmark benchmark-seeds scale-benchmark synthetic viz clean-outputs mlflow-ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,29 @@ viz: install
 	$(BIN)/python -m pip install --quiet -e ".[viz]"
 	$(BIN)/kedro viz build --include-hooks
 	@echo "Static Kedro-Viz site in build/: python -m http.server --directory build 4141, then http://127.0.0.1:4141"
+
+# Scheduling (README, "Scheduling"): Airflow 3 and kedro-airflow into the same venv. The constraints are the
+# installed versions of the pinned stack, so that installing Airflow cannot move them (it may move what they
+# leave free: Airflow 3.3 needs fastapi < 0.137, which mlflow allows).
+AIRFLOW_PINNED := torch kedro kedro-datasets kedro-mlflow mlflow mlflow-skinny mlflow-tracing pandas numpy pyarrow \
+	scikit-learn matplotlib sqlalchemy alembic
+AIRFLOW_DAGS ?= airflow_dags
+
+$(BIN)/.airflow-installed: $(BIN)/.installed
+	$(BIN)/python -m pip freeze --exclude-editable | $(BIN)/python -c "import re, sys; \
+	pinned = {re.sub('[-_.]+', '-', name).lower() for name in sys.argv[1:]}; \
+	sys.stdout.writelines(line for line in sys.stdin \
+	if re.sub('[-_.]+', '-', line.split('==')[0]).lower() in pinned)" $(AIRFLOW_PINNED) > $(VENV)/airflow-constraints.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/airflow-constraints.txt -e ".[airflow]"
+	touch $@
+
+airflow-install: $(BIN)/.airflow-installed
+
+# The Airflow DAG of the default pipeline into $(AIRFLOW_DAGS)/emm_dag.py: one task per Kedro node (no
+# --group-by: README, "Scheduling"), each a `kedro run` from this checkout with this venv's interpreter.
+airflow-dag: airflow-install
+	$(BIN)/kedro airflow create --target-dir=$(AIRFLOW_DAGS) --jinja-file=scheduling/airflow_dag.j2 \
+		--params "project_path=$(CURDIR),python=$(abspath $(BIN))/python"
 
 clean-outputs:
 	find data -type f ! -name .gitkeep -delete

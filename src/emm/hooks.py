@@ -14,6 +14,7 @@ from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks import MlflowHook
 from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow.entities import RunStatus
+from mlflow.tracking import fluent as mlflow_fluent
 
 from emm.datasets.atomic import remove_stale_temporaries
 from emm.parameters import validate_parameters
@@ -25,6 +26,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # Tags every run gets, so that a later run can tell a run whose process was killed outright (SIGKILL, out
 # of memory, a lost machine) from one still running, and record it as KILLED.
 PID_TAG, HOST_TAG = "emm.pid", "emm.host"
+# MLflow's own variable. A scheduler (emm.scheduling, the Airflow DAG) sets it to the run it opened, so that
+# every `kedro run` of one scheduled run logs into that one MLflow run.
+SHARED_RUN_VARIABLE = "MLFLOW_RUN_ID"
 
 
 class TrackingStoreError(RuntimeError):
@@ -82,10 +86,13 @@ class TrackingHook(MlflowHook):
     - A PipelineML's ``log_model_kwargs`` may say ``input_example="auto"``, as kedro-mlflow lets them say
       ``signature="auto"``: the model is logged with the rows of its input dataset as input example
       (kedro-mlflow 2.0.3 would pass the string "auto" on to MLflow).
+    - With MLFLOW_RUN_ID set, the run joins that run (opened by a scheduler, see emm.scheduling) and leaves
+      it RUNNING, whatever the outcome: the scheduler ends it once all its tasks are done.
     """
 
     _interrupted_by: int | None = None
     _previous_handlers: dict[int, object] | None = None
+    _joined_shared_run: bool = False
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -98,16 +105,24 @@ class TrackingHook(MlflowHook):
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        shared_run_id = self._shared_run()
         super().before_pipeline_run(run_params, pipeline, catalog)
         if not self._is_mlflow_enabled or self._already_active_mlflow:
             return
+        self._joined_shared_run = shared_run_id is not None
         self._record_dead_runs_killed()
-        mlflow.set_tags({PID_TAG: os.getpid(), HOST_TAG: socket.gethostname()})
+        # A shared run outlives each process that logs into it: with a process id, the next task would find
+        # that process gone and record the run KILLED.
+        if not self._joined_shared_run:
+            mlflow.set_tags({PID_TAG: os.getpid(), HOST_TAG: socket.gethostname()})
         self._catch_interruptions()
 
     @hook_impl
     def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
         self._restore_handlers()
+        if self._joined_shared_run:
+            self._leave_shared_run()
+            return
         log_model_kwargs = getattr(pipeline, "log_model_kwargs", None)
         if isinstance(pipeline, PipelineML) and log_model_kwargs.get("input_example") == "auto":
             # Put back after logging: the pipeline object is shared by every run of the process.
@@ -124,6 +139,9 @@ class TrackingHook(MlflowHook):
     @hook_impl
     def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
         self._restore_handlers()
+        if self._joined_shared_run:
+            self._leave_shared_run()
+            return
         if self._is_mlflow_enabled and not self._already_active_mlflow and mlflow.active_run() is None:
             self.mlflow_config.server._mlflow_client.set_terminated(
                 self.run_id, RunStatus.to_string(RunStatus.FAILED)
@@ -149,13 +167,47 @@ class TrackingHook(MlflowHook):
         status 128 + 15 for SIGTERM (after ``finally`` blocks ran: no half-written output stays)."""
         self._restore_handlers()
         name = signal.Signals(number).name
-        logger.warning("%s received: MLflow run %s recorded KILLED", name, self.run_id)
-        mlflow.set_tag("emm.stopped_by", name)
-        while mlflow.active_run() is not None:
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        if self._joined_shared_run:
+            logger.warning("%s received: shared MLflow run %s left to the scheduler to end", name, self.run_id)
+            self._leave_shared_run()
+        else:
+            logger.warning("%s received: MLflow run %s recorded KILLED", name, self.run_id)
+            mlflow.set_tag("emm.stopped_by", name)
+            while mlflow.active_run() is not None:
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         if number == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + number)
+
+    def _shared_run(self) -> str | None:
+        """The run named by MLFLOW_RUN_ID, made the one kedro-mlflow resumes, under its own name (kedro-mlflow
+        would rename it after the pipeline); None when the variable is not set."""
+        run_id = os.environ.get(SHARED_RUN_VARIABLE)
+        if not run_id:
+            return None
+        where = f"{SHARED_RUN_VARIABLE}={run_id} (tracking store {self.mlflow_config.server.mlflow_tracking_uri})"
+        try:
+            run = self.mlflow_config.server._mlflow_client.get_run(run_id)
+        except mlflow.MlflowException as error:
+            raise TrackingStoreError(f"{where}: no such MLflow run: {error.message}") from error
+        # Resuming an ended run would set it RUNNING again, with no scheduler task left to end it.
+        if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
+            raise TrackingStoreError(
+                f"{where}: the run is {run.info.status}, already ended by its scheduler; "
+                f"unset {SHARED_RUN_VARIABLE} to log into a run of its own"
+            )
+        self.mlflow_config.tracking.run.id = run_id
+        self.mlflow_config.tracking.run.name = run.info.run_name
+        return run_id
+
+    def _leave_shared_run(self) -> None:
+        """Leave the shared run RUNNING for the scheduler to end. MLflow has no public call that leaves a run
+        without ending it (``end_run``, also called at exit, records it FINISHED), so the run is taken off
+        MLflow's stack of active runs of this thread, every time it is there (kedro-mlflow starts it again,
+        nested, before each node)."""
+        active_runs = mlflow_fluent._active_run_stack.get()
+        active_runs[:] = [run for run in active_runs if run.info.run_id != self.run_id]
+        self._joined_shared_run = False
 
     def _record_dead_runs_killed(self) -> None:
         client = self.mlflow_config.server._mlflow_client
