@@ -124,7 +124,11 @@ class ServingRegistryHook:
             experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
         )
         if not logged:
-            logger.warning("Run %s logged no model: nothing registered (was tracking disabled?)", run_id)
+            logger.warning(
+                "Run %s logged no model: nothing registered (was tracking disabled, or MLFLOW_RUN_ID set? A run "
+                "joined to a scheduler's shared run logs no model)",
+                run_id,
+            )
             return
         card = catalog.load(f"{namespace}.{MODEL_CARD}")
         register_served_model(client, logged[0].model_uri, registered_model_name(namespace), card, run_id)
