@@ -41,9 +41,10 @@ class TabularData:
     task_names: list[str]
 
     @classmethod
-    def from_frame(cls, table: pd.DataFrame, schema: dict) -> TabularData:
-        """Select the schema's columns from an encoded table (see ``data_processing``)."""
-        categorical_columns, label_columns = schema_columns(table.columns, schema)
+    def from_frame(cls, table: pd.DataFrame, schema: dict, with_labels: bool = True) -> TabularData:
+        """Select the schema's columns from an encoded table (see ``data_processing``). Rows to predict
+        (``with_labels=False``) need no label columns and get labels ``[N, 0]``."""
+        categorical_columns, label_columns = schema_columns(table.columns, schema, with_labels)
         return cls(
             categorical=torch.as_tensor(table[categorical_columns].to_numpy(np.int64, copy=True)),
             dense=torch.as_tensor(table[schema["dense"]].to_numpy(np.float32, copy=True)),
@@ -76,10 +77,11 @@ class TabularData:
         return task_index(self.task_names, task)
 
 
-def schema_columns(columns, schema: dict) -> tuple[list[str], list[str]]:
-    """The schema's categorical and label columns, checked against a table's ``columns``."""
+def schema_columns(columns, schema: dict, with_labels: bool = True) -> tuple[list[str], list[str]]:
+    """The schema's categorical and label columns (none without labels), checked against a table's
+    ``columns``."""
     categorical_columns = [column["name"] for column in schema["categorical"]]
-    label_columns = [task["label_column"] for task in schema["tasks"]]
+    label_columns = [task["label_column"] for task in schema["tasks"]] if with_labels else []
     missing = [c for c in categorical_columns + schema["dense"] + label_columns if c not in set(columns)]
     if missing:
         raise KeyError(f"Encoded table lacks the schema's columns {missing}")

@@ -134,10 +134,15 @@ def encode_table(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
     return encoded
 
 
+def feature_columns(encoders: dict) -> list[str]:
+    """The raw columns the encoders read: the categorical ones, then the dense ones."""
+    return [*encoders["categorical"], *encoders["dense"]]
+
+
 def encode_features(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
     """Features as codes and scaled floats; label columns are neither needed nor read, so that rows to
     predict (serving) are encoded exactly as the training rows were."""
-    _require_columns(raw, list(encoders["categorical"]) + list(encoders["dense"]), "Feature columns")
+    _require_columns(raw, feature_columns(encoders), "Feature columns")
     numbers = {column: _numeric(raw, column) for column in encoders["dense"]}
     columns: dict[str, np.ndarray] = {}
     for column, vocabulary in encoders["categorical"].items():

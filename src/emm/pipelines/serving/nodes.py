@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from torch import nn
 
 from emm.models.tabular import TabularData
 from emm.models.training import predict
+from emm.pipelines.data_processing.nodes import feature_columns
 
 
 class ServingInputError(MlflowException):
@@ -26,11 +26,6 @@ class ServingInputError(MlflowException):
 
     def __init__(self, message: str):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
-
-
-def feature_columns(encoders: dict) -> list[str]:
-    """The raw columns the encoders read: the categorical ones, then the dense ones."""
-    return [*encoders["categorical"], *encoders["dense"]]
 
 
 def serving_rows(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
@@ -87,14 +82,6 @@ def describe_served_model(
 
 def predict_probabilities(features: pd.DataFrame, feature_schema: dict, fused_model: nn.Module) -> pd.DataFrame:
     """One probability column per task, named by the task, one row per input row."""
-    tasks = [task["name"] for task in feature_schema["tasks"]]
-    categorical = [column["name"] for column in feature_schema["categorical"]]
-    data = TabularData(
-        categorical=torch.as_tensor(features[categorical].to_numpy(np.int64, copy=True)),
-        dense=torch.as_tensor(features[feature_schema["dense"]].to_numpy(np.float32, copy=True)),
-        labels=torch.empty((len(features), 0)),  # rows to predict have no labels
-        task_names=tasks,
-    )
+    data = TabularData.from_frame(features, feature_schema, with_labels=False)
     probabilities = predict(fused_model, data)
     return pd.DataFrame(probabilities.astype(np.float64), columns=list(fused_model.tasks))
-

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_CARD = "served_model_card"  # the catalog entry (inside the namespace) with the validation AUCs
 MODEL_CARD_NODE = "describe_served_model"  # the serving training node that writes it
+CHAMPION = "champion"
+SCORE_TAG = "validation_auc.mean"  # the score the champion rule compares
+TASK_TAG = "validation_auc.{task}"
 
 
 class ServingRunError(RuntimeError):
@@ -45,10 +48,6 @@ def check_serving_runs_alone(pipeline) -> None:
             f"The serving pipeline of {', '.join(namespaces)} is run together with other nodes: kedro-mlflow "
             f"would log no model. Run the dataset's pipeline first, then {commands} alone."
         )
-
-CHAMPION = "champion"
-SCORE_TAG = "validation_auc.mean"  # the score the champion rule compares
-TASK_TAG = "validation_auc.{task}"
 
 
 def registered_model_name(namespace: str) -> str:
