@@ -210,6 +210,32 @@ def test_vocabularies_too_large_to_fold_are_gathered_and_multiplied(fold_bytes):
     assert_same_logits(model, fold_bytes=fold_bytes)
 
 
+@pytest.mark.parametrize("group_rows", [1, 20, inference.FOLD_GROUP_ROWS])
+def test_small_vocabularies_share_rows_of_the_folded_table(group_rows):
+    """Vocabularies 5, 4 and 3: with room for 60 combinations one row per combination serves all three
+    columns; with 20, colour and shape share rows and size has its own; with 1, every column its own."""
+    model = _emm(component_adapters=True)
+    with mock.patch.object(inference, "FOLD_GROUP_ROWS", group_rows):
+        form = inference_form(model)
+        assert form.n_folded == {1: 3, 20: 2}.get(group_rows, 1)
+        assert_same_logits(model)
+
+
+def test_fold_groups_cover_every_column_once_within_the_row_budget():
+    census_like = dict(enumerate([3, 3, 4, 4, 4, 4, 4, 4, 5, 6, 6, 6, 7, 7, 7, 9, 9, 10, 10, 11, 11, 11, 16, 18, 25]))
+    groups = inference._fold_groups(census_like, 128)
+    assert sorted(column for group in groups for column in group) == sorted(census_like)
+    assert all(np.prod([census_like[c] for c in group]) <= 128 for group in groups)
+    assert len(groups) < len(census_like) / 2
+    assert inference._fold_groups({0: 200, 1: 3}, 128) == [[0], [1]]  # a vocabulary above the budget alone
+
+
+def test_keep_freed_memory_sets_glibc_malloc_and_is_a_no_op_elsewhere():
+    import platform
+
+    assert inference.keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
+
+
 def _run_folded(ops: list, x: torch.Tensor) -> torch.Tensor:
     for op in ops:
         kind = type(op).__name__

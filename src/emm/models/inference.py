@@ -12,8 +12,11 @@ weights: after more training, build it again. What it does differently, none of 
   side by side, the dense columns as weighted rows of the same table, the biases in the first column's rows.
   So the first Linear of every level-1 component and every level-1 gate is one ``embedding_bag`` (sum) over
   the batch's codes: one gather for all embeddings, and ``n_columns`` row additions in place of
-  ``n_columns * embedding_dim + n_dense`` multiply-adds per output. Columns whose vocabulary would make the
-  table larger than ``fold_bytes`` are gathered (one gather for every embedding) and multiplied instead;
+  ``n_columns * embedding_dim + n_dense`` multiply-adds per output. Columns of small vocabularies share
+  rows (one row per combination of their values, ``FOLD_GROUP_ROWS``), which cuts the rows gathered: 25 in
+  place of 43 a sample on Census. Columns whose vocabulary would make the table larger than ``fold_bytes``
+  are gathered (one gather for every embedding) and multiplied instead. The table's width is padded to a
+  multiple of 16 floats (64 bytes), as are the deeper levels' first matmuls: aligned rows run faster;
 - deeper levels: the first Linears of a task's components and the task's gates read the same z_t, so they
   are one matrix per task, and the tasks one batched matmul (``baddbmm``);
 - the rest of each component runs with every component of the same structure (layer types and widths) on
@@ -23,18 +26,20 @@ weights: after more training, build it again. What it does differently, none of 
 The fusion gate's choice is an argmax: with three or more tasks, a sample whose two largest fusion gate
 values (other than its own task's) tie to float rounding may pick the other task than the eager model.
 
-What it gains is bounded by the arithmetic the model needs. On the Census setting (1 thread, this repo's
-``python -m emm.models.inference``) the form runs ~1.3-1.5x the eager EMM's rows/s at batch 4096 and ~7x
-faster at batch 1, which puts its single-row latency below eager MMoE's; but EMM needs ~1.2 M multiply-adds
-a row even with the first Linears folded away (adapters and MTM's value maps at width 256 alone outweigh
-MMoE's 0.47 M), so at batch 4096 it stays at about a third of MMoE's rows/s. A pool whose first level is
-narrower (its smallest models [128, 64]) brings it past MMoE.
+What it gains is bounded by the arithmetic the model needs. On the Census pool (1 thread, this repo's
+``python -m emm.models.inference``, allocator set by :func:`keep_freed_memory`) the form runs ~2.1x the
+eager EMM's rows/s at batch 4096 (92-94k against MMoE's 78-79k) and answers one row in 0.32-0.33 ms against
+MMoE's 0.66-0.69 ms. On the earlier, wider pool (``--pools wide``: first level 256 wide, ~1.2 M
+multiply-adds a row even with the first Linears folded away, against MMoE's 0.47 M) it stays at about
+0.37x MMoE's rows/s.
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -221,6 +226,34 @@ class _LevelPlan:
 DEFAULT_FOLD_BYTES = 256 * 2**20
 
 
+# Level 1 folds small-vocabulary columns together: one table row per combination of their values, holding the
+# sum of their rows, so a batch row gathers one row for the group instead of one per column (the gathers
+# are what the level-1 embedding_bag spends its time on). Groups stay within this many combinations.
+FOLD_GROUP_ROWS = 256
+
+
+def _fold_groups(sizes: dict[int, int], max_rows: int) -> list[list[int]]:
+    """Columns (``sizes``: column -> vocabulary size) packed into groups of at most ``max_rows`` value
+    combinations: first fit, largest vocabularies first, into the fullest group that still fits."""
+    groups: list[list[int]] = []
+    for column in sorted(sizes, key=lambda c: (-sizes[c], c)):
+        fitting = [g for g in groups if math.prod(sizes[c] for c in g) * sizes[column] <= max_rows]
+        if fitting:
+            max(fitting, key=lambda g: math.prod(sizes[c] for c in g)).append(column)
+        else:
+            groups.append([column])
+    return sorted(sorted(group) for group in groups)
+
+
+def _joint_rows(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of a column group: for the codes (v_1 .. v_k), row sum_j v_j * stride_j (row-major) holds
+    blocks[0][v_1] + ... + blocks[k-1][v_k]; ``blocks`` are [n_j, width] each."""
+    joint = blocks[0]
+    for block in blocks[1:]:
+        joint = (joint[:, None, :] + block[None, :, :]).flatten(0, 1)
+    return joint
+
+
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors).float().contiguous()
 
@@ -261,12 +294,17 @@ def _baddbmm(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch
     """bias + x @ weight over stacked members: bias [n, 1, out], x [n, B, in], weight [n, in, out]."""
     if x.shape[0] > 1 and _few_rows(x.shape[1]):
         return torch.stack([torch.addmm(b, m, w) for b, m, w in zip(bias, x, weight)])
+    if weight.shape[-1] == 1:  # one output column (heads, linear towers): ATen's batched matmul is 4x slower
+        return (x * weight.transpose(1, 2)).sum(-1, keepdim=True).add_(bias)
     return torch.baddbmm(bias, x, weight)
 
 
 def _softmax(x: torch.Tensor, rows: int) -> torch.Tensor:
     """Softmax over the last dim of gate logits for a batch of ``rows``. ATen's softmax splits any two rows
     between threads: a few rows take elementwise ops instead, which stay on one thread at that size."""
+    if x.shape[-1] == 2:  # two choices: a sigmoid of the difference, ~9x faster than ATen's softmax here
+        first = torch.sigmoid(x[..., :1] - x[..., 1:])
+        return torch.cat([first, 1 - first], dim=-1)
     if _few_rows(rows):
         exponentials = (x - x.amax(-1, keepdim=True)).exp_()
         return exponentials.div_(exponentials.sum(-1, keepdim=True))
@@ -398,6 +436,7 @@ class InferenceEMM(nn.Module):
                     fusion_columns.append(place(fusion_readers[task]))
                 per_task.append(readers)
             width = max(sum(r.weight.shape[0] for r in readers) for readers in per_task)
+            width += -width % 16
             weights, biases = [], []
             for readers in per_task:
                 pad = width - sum(r.weight.shape[0] for r in readers)
@@ -452,7 +491,9 @@ class InferenceEMM(nn.Module):
         Folded columns (the smallest vocabularies, while the table stays within ``fold_bytes``): row
         ``offset_i + v`` of one table holds every block's Linear applied to its embedding of value v of
         column i, the biases in the first folded column's rows; the dense columns' weights are the last rows,
-        weighted by the dense values. One ``embedding_bag`` sums them. Other columns (vocabularies too large
+        weighted by the dense values. One ``embedding_bag`` sums them. Columns of small vocabularies share
+        rows (``FOLD_GROUP_ROWS``): a group's row for a combination of values holds the sum of its columns'
+        rows, so the bag gathers one row per group. Other columns (vocabularies too large
         to fold): one gather of every embedding's rows side by side, then one matmul per embedding."""
         n_categorical, width = self.n_categorical, sum(reader.weight.shape[0] for _, reader in blocks)
         sizes = [table.num_embeddings for table in blocks[0][0].tables]
@@ -464,13 +505,17 @@ class InferenceEMM(nn.Module):
             budget -= sizes[column] * width * 4
         folded.sort()
         raw = [column for column in range(n_categorical) if column not in folded]
+        groups = _fold_groups({column: sizes[column] for column in folded}, FOLD_GROUP_ROWS)
+        if sum(math.prod(sizes[c] for c in group) for group in groups) * width * 4 > self.fold_bytes:
+            groups = [[column] for column in folded]
 
         embeddings = list({id(embedding): embedding for embedding, _ in blocks}.values())
         slots = {id(e): sum(x.embedding_dim for x in embeddings[:k]) for k, e in enumerate(embeddings)}
         column_blocks, start, raw_readers = [], 0, {}
         for embedding, reader in blocks:
             weight, d = reader.weight, embedding.embedding_dim  # [out, n_categorical * d + n_dense]
-            rows = [embedding.tables[i].weight.detach().double() @ weight[:, i * d : (i + 1) * d].T for i in folded]
+            rows = {i: embedding.tables[i].weight.detach().double() @ weight[:, i * d : (i + 1) * d].T for i in folded}
+            rows = [_joint_rows([rows[i] for i in group]) for group in groups]
             dense = weight[:, n_categorical * d :].T  # [n_dense, out]
             if rows:
                 rows[0] = rows[0] + reader.bias
@@ -482,10 +527,20 @@ class InferenceEMM(nn.Module):
                 raw_readers.setdefault(id(embedding), []).append((start, raw_weight))
             start += reader.weight.shape[0]
         table = torch.cat(column_blocks, dim=1)
-        self.n_folded, self.bias_row = len(folded), 0 if folded else 1
-        self.register_buffer("folded_columns", _indices(folded), persistent=False)
-        self.register_buffer("offsets", _starts([sizes[i] for i in folded]), persistent=False)
-        dense_rows = torch.arange(sum(sizes[i] for i in folded), table.shape[0])  # the dense columns, a bias row
+        self.n_folded, self.bias_row = len(groups), 0 if groups else 1
+        # Each group's joint code, sum_k code_k * stride_k, from a gather [B, n_groups, longest group]; the
+        # shorter groups padded with column 0 at stride 0.
+        longest = max((len(group) for group in groups), default=0)
+        group_sizes = [math.prod(sizes[c] for c in group) for group in groups]
+        columns = [group + [0] * (longest - len(group)) for group in groups]
+        strides = [
+            [math.prod(sizes[c] for c in group[k + 1 :]) for k in range(len(group))] + [0] * (longest - len(group))
+            for group in groups
+        ]
+        self.register_buffer("group_columns", torch.tensor(columns, dtype=torch.int64).reshape(len(groups), longest), persistent=False)
+        self.register_buffer("group_strides", torch.tensor(strides, dtype=torch.int64).reshape(len(groups), longest), persistent=False)
+        self.register_buffer("offsets", _starts(group_sizes), persistent=False)
+        dense_rows = torch.arange(sum(group_sizes), table.shape[0])  # the dense columns, a bias row
         self.register_buffer("dense_rows", dense_rows, persistent=False)
         self.raw_matmuls = []
         if raw:
@@ -504,6 +559,7 @@ class InferenceEMM(nn.Module):
                 slot = slots[id(embedding)]
                 name = self._buffer(weight.float().contiguous(), "raw_weight")
                 self.raw_matmuls.append((slot, slot + embedding.embedding_dim, first, last, name))
+        table = F.pad(table, (0, -table.shape[1] % 16))
         return self._buffer(table.float().contiguous(), "table")
 
     def _plan_mtm(self, level) -> dict:
@@ -583,9 +639,7 @@ class InferenceEMM(nn.Module):
         """Level 1's first Linear of every component and every gate, [B, W]: one ``embedding_bag`` over
         the folded columns and the dense ones, plus a matmul per embedding for unfolded columns."""
         rows = categorical.shape[0]
-        folded = categorical
-        if self.n_folded < self.n_categorical:
-            folded = categorical.index_select(1, self.folded_columns)
+        folded = (categorical[:, self.group_columns] * self.group_strides).sum(-1)  # [B, n_groups]
         indices, weights = folded + self.offsets, None
         if self.dense_rows.shape[0]:  # dense columns (and a bias row): table rows weighted by the values
             indices = torch.cat([indices, self.dense_rows.expand(rows, -1)], dim=1)
@@ -708,6 +762,30 @@ class InferenceEMM(nn.Module):
         return mtm["query_activation"](out[..., :a]), mtm["key_activation"](out[..., a : 2 * a])
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 256 * 2**20) -> bool:
+    """Have glibc's malloc keep freed buffers for reuse rather than hand them back to the OS (process-wide).
+
+    PyTorch's CPU tensors come from malloc. By default glibc serves large allocations with fresh pages from
+    mmap and unmaps them when they are freed (its threshold adapts to the process's history), so a model
+    whose forward pass allocates tens of MiB of temporaries, like the inference form at batch 4096, pays page
+    faults for them on every call, and how many depends on what the process allocated before: on Census the
+    form's rows/s varied between 64k and 92k from one process to the next. Allocations up to
+    ``mmap_threshold`` (glibc's ceiling is 32 MiB) then come from the heap, which keeps up to
+    ``trim_threshold`` of free memory. Returns False, changing nothing, where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def inference_form(model: EMM, compile: bool = False, fold_bytes: int = DEFAULT_FOLD_BYTES) -> InferenceEMM:
     """The eval-only inference form of ``model`` (module docstring). ``compile`` runs its forward through
     ``torch.compile`` (dynamic shapes; the first calls compile). ``fold_bytes`` bounds the level-1 table
@@ -724,7 +802,7 @@ def inference_form(model: EMM, compile: bool = False, fold_bytes: int = DEFAULT_
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _census_like(n_tasks: int = 2, small=(256, 128, 64), large=(512, 256, 128, 64), adapters: bool = True):
+def _census_like(n_tasks: int = 2, small=(128, 64), large=(256, 128, 64), adapters: bool = True):
     """Random models of Census size: the census parameters' pool, fusion and MMoE settings, the census
     vocabularies (data/04_feature/census/feature_schema.json, else 36 columns of 3 to 206 values, 7 dense)."""
     import json
@@ -787,12 +865,15 @@ def multiply_adds_per_row(model: nn.Module, batch: TabularBatch) -> int:
 
 # The pools ``python -m emm.models.inference`` times: (title, pool and fusion settings).
 BENCHMARK_POOLS = {
-    "census": ("Census: 2 x [256,128,64] + 2 x [512,256,128,64], adapters", {}),
-    "same": ("same shape: 4 x [256,128,64], adapters", {"large": (256, 128, 64)}),
-    "same-plain": ("same shape: 4 x [256,128,64], no adapters", {"large": (256, 128, 64), "adapters": False}),
-    "narrow": (
-        "narrower: 2 x [128,64] + 2 x [256,128,64], adapters",
-        {"small": (128, 64), "large": (256, 128, 64)},
+    "census": ("Census: 2 x [128,64] + 2 x [256,128,64], adapters", {}),
+    "wide": (
+        "the earlier Census pool: 2 x [256,128,64] + 2 x [512,256,128,64], adapters",
+        {"small": (256, 128, 64), "large": (512, 256, 128, 64)},
+    ),
+    "wide-same": ("wide, one shape: 4 x [256,128,64], adapters", {"small": (256, 128, 64)}),
+    "wide-same-plain": (
+        "wide, one shape: 4 x [256,128,64], no adapters",
+        {"small": (256, 128, 64), "adapters": False},
     ),
 }
 
@@ -807,6 +888,7 @@ def _benchmark(
 
     if threads:
         torch.set_num_threads(threads)
+    keep_freed_memory()  # as the cost table does: see there
     device = torch.device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from emm.models.emm import EMM
-from emm.models.inference import inference_form
+from emm.models.inference import inference_form, keep_freed_memory
 from emm.models.tabular import Table, TabularData, tabular_data
 from emm.models.training import auc, parameter_counts, predict, resolve_device
 
@@ -208,6 +208,9 @@ def measure_costs(
     device = resolve_device(settings["device"])
     for model in models.values():
         model.to(device)
+    # Every model is timed with freed buffers kept for reuse: with glibc's default the timings of a model
+    # that allocates large temporaries hang on page faults whose number depends on the process's history.
+    keep_freed_memory()
 
     def timings(timed: list[nn.Module]) -> dict:
         return {

@@ -107,7 +107,8 @@ def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
     device = str(costs["device"].iloc[0]) if "device" in costs else "cpu"
     where = f"CPU with {threads} thread{'s' if threads != 1 else ''}" if device == "cpu" else device
     lines = [
-        f"Inference on {where}: {timing}, every model measured in one process on the same rows.",
+        f"Inference on {where}: {timing}, every model measured in one process on the same rows, with freed "
+        "buffers kept for reuse (`emm.models.inference.keep_freed_memory`).",
         "",
         "| model | role | trainable parameters | frozen parameters | training s | rows/s |"
         + (" latency ms |" if has_latency else ""),
@@ -139,8 +140,8 @@ def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
         lines += [
             "",
             f"{label}: the same trained model run by `emm.models.inference.inference_form`{compiled} (eval "
-            "BatchNorm folded into the Linears, the embeddings and first Linears folded into one table, components "
-            "of one shape on stacked weights), built in "
+            "BatchNorm folded into the Linears, the embeddings and first Linears folded into one table, small "
+            "columns sharing rows, components of one shape on stacked weights), built in "
             f"{row['build_seconds']:.2f} s; its logits differ from the eager model's by at most "
             f"{row['max_logit_difference']:.1e} on these rows.",
         ]
