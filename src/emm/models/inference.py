@@ -514,8 +514,10 @@ class InferenceEMM(nn.Module):
         column_blocks, start, raw_readers = [], 0, {}
         for embedding, reader in blocks:
             weight, d = reader.weight, embedding.embedding_dim  # [out, n_categorical * d + n_dense]
-            rows = {i: embedding.tables[i].weight.detach().double() @ weight[:, i * d : (i + 1) * d].T for i in folded}
-            rows = [_joint_rows([rows[i] for i in group]) for group in groups]
+            column_rows = {
+                i: embedding.tables[i].weight.detach().double() @ weight[:, i * d : (i + 1) * d].T for i in folded
+            }
+            rows = [_joint_rows([column_rows[i] for i in group]) for group in groups]
             dense = weight[:, n_categorical * d :].T  # [n_dense, out]
             if rows:
                 rows[0] = rows[0] + reader.bias
@@ -537,8 +539,9 @@ class InferenceEMM(nn.Module):
             [math.prod(sizes[c] for c in group[k + 1 :]) for k in range(len(group))] + [0] * (longest - len(group))
             for group in groups
         ]
-        self.register_buffer("group_columns", torch.tensor(columns, dtype=torch.int64).reshape(len(groups), longest), persistent=False)
-        self.register_buffer("group_strides", torch.tensor(strides, dtype=torch.int64).reshape(len(groups), longest), persistent=False)
+        for name, values in (("group_columns", columns), ("group_strides", strides)):
+            tensor = torch.tensor(values, dtype=torch.int64).reshape(len(groups), longest)
+            self.register_buffer(name, tensor, persistent=False)
         self.register_buffer("offsets", _starts(group_sizes), persistent=False)
         dense_rows = torch.arange(sum(group_sizes), table.shape[0])  # the dense columns, a bias row
         self.register_buffer("dense_rows", dense_rows, persistent=False)
