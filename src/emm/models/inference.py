@@ -302,9 +302,8 @@ def _baddbmm(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch
 def _softmax(x: torch.Tensor, rows: int) -> torch.Tensor:
     """Softmax over the last dim of gate logits for a batch of ``rows``. ATen's softmax splits any two rows
     between threads: a few rows take elementwise ops instead, which stay on one thread at that size."""
-    if x.shape[-1] == 2:  # two choices: a sigmoid of the difference, ~9x faster than ATen's softmax here
-        first = torch.sigmoid(x[..., :1] - x[..., 1:])
-        return torch.cat([first, 1 - first], dim=-1)
+    if x.shape[-1] == 2:  # two choices: sigmoids of the differences, several times faster than ATen's softmax
+        return (x - x.flip(-1)).sigmoid_()
     if _few_rows(rows):
         exponentials = (x - x.amax(-1, keepdim=True)).exp_()
         return exponentials.div_(exponentials.sum(-1, keepdim=True))
