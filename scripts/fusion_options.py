@@ -12,6 +12,7 @@ the pipeline seeds its models) and scored on the validation and test sets:
 - EMM fine-tuned: EMM alone, every weight fine-tuned on all training rows as EMM+ is, without the heads;
 - pool heads from scratch: `fuse.model.pool_heads: true`, trained on the fusion rows like EMM (towers
   start at zero, so the model starts as the pool average);
+- EMM+ weights averaged with its start (WiSE-FT): each weight the mean of EMM+'s before and after fine-tuning;
 - EMM+ with frozen components: `refine.tune_components: false`;
 - EMM+ with a 5x larger step size: `refine.training.learning_rate: 1e-4`.
 """
@@ -24,6 +25,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
@@ -36,14 +38,27 @@ from emm.pipelines.fuse.nodes import refine_fused_model, train_fused_model
 from emm.pipelines.model_training import train_model
 
 
+def halfway(start: torch.nn.Module, tuned: torch.nn.Module) -> torch.nn.Module:
+    """The model whose weights are the mean of ``start``'s and ``tuned``'s (same architecture)."""
+    averaged = copy.deepcopy(tuned)
+    first, second = start.state_dict(), tuned.state_dict()
+    averaged.load_state_dict(
+        {key: (first[key] + value) / 2 if value.is_floating_point() else value for key, value in second.items()}
+    )
+    return averaged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", default="census")
+    parser.add_argument("--seed", type=int, default=None, help="training.seed of the run in data/ (default: conf's)")
     parser.add_argument("--out", default=None, help="default: data/08_reporting/<namespace>/fusion_options.md")
     arguments = parser.parse_args()
     namespace = arguments.namespace
     params = OmegaConf.to_container(OmegaConf.load("conf/base/parameters_census.yml"), resolve=True)[namespace]
     training = {**params["training"], "progress_bar": False}
+    if arguments.seed is not None:
+        training["seed"] = arguments.seed
     schema = json.loads(Path(f"data/04_feature/{namespace}/feature_schema.json").read_text())
     tables = {name: ParquetTableDataset(f"data/05_model_input/{namespace}/{name}").load() for name in
               ("train", "fusion_train", "validation", "test")}
@@ -81,18 +96,21 @@ def main() -> None:
 
     rows = {"EMM": model_scores(emm), "pool average": scores(pool_average)}
     refine = params["refine"]
-    rows["EMM + pool average (EMM+ before fine-tuning)"] = model_scores(EMM.with_pool_heads(emm))
+    start = EMM.with_pool_heads(emm)
+    rows["EMM + pool average (EMM+ before fine-tuning)"] = model_scores(start)
 
-    def refined(name: str, **overrides) -> dict:
+    def refined(name: str, **overrides) -> torch.nn.Module:
         settings = copy.deepcopy(refine)
         settings["training"] = {**settings.get("training", {}), **overrides.pop("training", {})}
         settings.update(overrides)
         model, _ = refine_fused_model(emm, tables["train"], tables["validation"], schema, settings, training, name)
-        return model_scores(model)
+        return model
 
-    rows["EMM+ (default: fine-tuned)"] = refined("emm_plus")
-    rows["EMM+, frozen components"] = refined("emm_plus", tune_components=False)
-    rows["EMM+, learning rate 1e-4"] = refined("emm_plus", training={"learning_rate": 1e-4})
+    emm_plus = refined("emm_plus")
+    rows["EMM+ (default: fine-tuned)"] = model_scores(emm_plus)
+    rows["EMM+ weights averaged with its start (WiSE-FT, alpha 0.5)"] = model_scores(halfway(start, emm_plus))
+    rows["EMM+, frozen components"] = model_scores(refined("emm_plus", tune_components=False))
+    rows["EMM+, learning rate 1e-4"] = model_scores(refined("emm_plus", training={"learning_rate": 1e-4}))
 
     tuned_alone = EMM(emm.decomposition, tasks, {**emm.config, "tune_components": True})
     tuned_alone.load_state_dict(emm.state_dict())
@@ -105,19 +123,24 @@ def main() -> None:
     scratch, _ = train_fused_model(components, tables["fusion_train"], tables["validation"], schema, fuse, training)
     rows["pool heads from scratch on the fusion rows"] = model_scores(scratch)
 
-    lines = [
-        f"Options on the way to EMM+ ({namespace}; the options trained with training.seed {training['seed']} of "
-        "conf/base, on the pool, components and EMM found in data/):",
-        "",
-        "| option | " + " | ".join(f"{split} AUC {task}" for split in data for task in tasks) + " |",
-        "|---|" + "---|" * (len(data) * len(tasks)),
-    ]
-    for option, result in rows.items():
-        lines.append(
-            f"| {option} | " + " | ".join(f"{result[split][task]:.5f}" for split in data for task in tasks) + " |"
-        )
-    text = "\n".join(lines) + "\n"
+    table = pd.DataFrame(
+        [
+            {"option": option, **{f"{split} {task}": result[split][task] for split in data for task in tasks}}
+            for option, result in rows.items()
+        ]
+    )
     out = Path(arguments.out or f"data/08_reporting/{namespace}/fusion_options.md")
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    lines = [
+        f"Options on the way to EMM+ ({namespace}; the options trained with training.seed {training['seed']}, "
+        "on the pool, components and EMM found in data/). AUC:",
+        "",
+        "| option | " + " | ".join(table.columns[1:]) + " |",
+        "|---|" + "---|" * (len(table.columns) - 1),
+    ]
+    for row in table.itertuples(index=False):
+        lines.append(f"| {row[0]} | " + " | ".join(f"{value:.5f}" for value in row[1:]) + " |")
+    text = "\n".join(lines) + "\n"
     out.write_text(text)
     print(text)
 

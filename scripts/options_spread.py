@@ -1,0 +1,57 @@
+"""Mean and spread over seeds of the option tables written by fusion_options.py and pool_options.py.
+
+    .venv/bin/python scripts/options_spread.py --out <table>.md <seed 42>.csv <seed 43>.csv ...
+
+Each CSV is one seed's run of the same script (an `option` column, then one AUC column per measurement);
+options are matched by name and kept in the first file's order. Every cell of the table is the mean ±
+standard deviation (ddof 1) over the files; an option missing from a file is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+
+def spread(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+    options = list(tables[0]["option"])
+    for table, name in zip(tables, names):
+        missing = [option for option in options if option not in set(table["option"])]
+        if missing:
+            raise ValueError(f"{name} has no row for {missing}")
+    stacked = pd.concat([table.set_index("option").loc[options] for table in tables])
+    grouped = stacked.groupby(level=0, sort=False)
+    return grouped.mean().loc[options], grouped.std(ddof=1).loc[options]
+
+
+def markdown(means: pd.DataFrame, deviations: pd.DataFrame, seeds: int) -> str:
+    lines = [
+        f"AUC, mean ± standard deviation over {seeds} seeds:",
+        "",
+        "| option | " + " | ".join(means.columns) + " |",
+        "|---|" + "---|" * len(means.columns),
+    ]
+    for option in means.index:
+        cells = [
+            "" if pd.isna(mean) else f"{mean:.5f} ± {deviation:.5f}"
+            for mean, deviation in zip(means.loc[option], deviations.loc[option])
+        ]
+        lines.append(f"| {option} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("tables", nargs="+", type=Path)
+    arguments = parser.parse_args()
+    means, deviations = spread([pd.read_csv(path) for path in arguments.tables], [str(p) for p in arguments.tables])
+    text = markdown(means, deviations, len(arguments.tables))
+    arguments.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

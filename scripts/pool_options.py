@@ -1,0 +1,198 @@
+"""Pool-model options for one task, on a finished run's catalogued census artifacts (one seed).
+
+    .venv/bin/python scripts/pool_options.py [--namespace census] [--task never_married]
+                                             [--out data/08_reporting/<namespace>/pool_options_<task>.md]
+
+EMM+'s never-married AUC follows the plain average of the never-married pool models' logits within 2e-5
+(docs/results.md), so a better pool is what could lift it. Each option retrains one of the task's pool
+models with one setting changed, by the project's loop, settings and seed (the model's own name, so
+"the same model again" reproduces the run's model), and is scored alone and in the task's pool average with
+the run's other model(s) of the task. Nothing in data/ is written but the report.
+
+Options: the same model again (a control); dropout 0.3; weight decay 1e-5; embedding size 16; learning rate
+3e-4; batch 256 at learning rate 3e-4; SiLU and GELU in place of ReLU; trained on all training rows (pool
+and fusion rows); an exact-value code for `age` (its categorical twin, as the money columns have), for
+which the census files are encoded again in memory with `age` added to `data_processing.value_codes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from emm.datasets.torch_model import TorchModelDataset
+from emm.models.tabular import tabular_data
+from emm.models.training import auc, predict
+from emm.pipelines.data_processing.nodes import (
+    build_feature_schema,
+    encode_table,
+    fit_encoders,
+    split_pool_fusion,
+    split_validation_test,
+)
+from emm.pipelines.train_pool.nodes import train_pool_model
+
+# (label, which of the task's models: "small" or "large" by hidden layers, overrides of the model's
+# settings, overrides of the training settings, tables: "run" | "all rows" | "age codes")
+OPTIONS = [
+    ("the same model again (control)", "small", {}, {}, "run"),
+    ("dropout 0.3", "small", {"dropout": 0.3}, {}, "run"),
+    ("weight decay 1e-5", "small", {}, {"weight_decay": 1.0e-5}, "run"),
+    ("embedding size 16", "small", {"embedding_dim": 16}, {}, "run"),
+    ("learning rate 3e-4", "small", {}, {"learning_rate": 3.0e-4}, "run"),
+    ("batch 256, learning rate 3e-4", "small", {}, {"batch_size": 256, "learning_rate": 3.0e-4}, "run"),
+    ("SiLU", "small", {"activation": "SiLU"}, {}, "run"),
+    ("SiLU", "large", {"activation": "SiLU"}, {}, "run"),
+    ("GELU", "small", {"activation": "GELU"}, {}, "run"),
+    ("all training rows (pool + fusion)", "small", {}, {}, "all rows"),
+    ("all training rows (pool + fusion)", "large", {}, {}, "all rows"),
+    ("`age` exact-value code", "small", {}, {}, "age codes"),
+    ("`age` exact-value code", "large", {}, {}, "age codes"),
+]
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> dict:
+    """The run's tables and schema again, with `age` added to the value-coded columns."""
+    settings = copy.deepcopy(data_processing)
+    value_codes = settings.setdefault("value_codes", {"columns": [], "min_count": 10})
+    value_codes["columns"] = ["age", *[c for c in value_codes["columns"] if c != "age"]]
+    raw_train, raw_test = catalog.load(f"{namespace}.raw_train"), catalog.load(f"{namespace}.raw_test")
+    encoders = fit_encoders(raw_train, settings)
+    train = encode_table(raw_train, encoders)
+    validation, test = split_validation_test(encode_table(raw_test, encoders), encoders, settings)
+    pool_train, _ = split_pool_fusion(train, encoders, settings)
+    return {
+        "schema": build_feature_schema(encoders, train),
+        "pool_train": pool_train,
+        "validation": validation,
+        "test": test,
+    }
+
+
+def _require_same_rows(tables: dict, run_tables: dict, task: str) -> None:
+    """Averaging logits across encodings needs the same validation and test rows in the same order."""
+    for split in ("validation", "test"):
+        ours = tabular_data(tables[split], tables["schema"]).labels
+        theirs = tabular_data(run_tables[split], run_tables["schema"]).labels
+        if ours.shape != theirs.shape or not torch.equal(ours, theirs):
+            raise ValueError(f"The {split} rows encoded with `age` codes differ from the run's: not averaged ({task})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--namespace", default="census")
+    parser.add_argument("--seed", type=int, default=None, help="training.seed of the run in data/ (default: conf's)")
+    parser.add_argument("--task", default="never_married")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the benchmarks)")
+    parser.add_argument("--out", default=None, help="default: data/08_reporting/<namespace>/pool_options_<task>.md")
+    arguments = parser.parse_args()
+    namespace, task = arguments.namespace, arguments.task
+    torch.set_num_threads(arguments.threads)
+
+    bootstrap_project(Path.cwd())
+    with KedroSession.create(project_path=Path.cwd()) as session:
+        context = session.load_context()
+        catalog, params = context.catalog, context.params[namespace]
+        training = {**params["training"], "progress_bar": False}
+        if arguments.seed is not None:
+            training["seed"] = arguments.seed
+        run_tables = {
+            "schema": catalog.load(f"{namespace}.feature_schema"),
+            **{name: catalog.load(f"{namespace}.{name}") for name in ("train", "pool_train", "validation", "test")},
+        }
+        models = {
+            name: settings for name, settings in params["pool"]["models"].items() if settings["task"] == task
+        }
+        if not models:
+            raise ValueError(f"No pool model of {namespace} has task {task!r}")
+        by_depth = sorted(models, key=lambda name: len(models[name]["hidden_dims"]))
+        role = {"small": by_depth[0], "large": by_depth[-1]}
+
+        def scored(tables: dict, logits: dict[str, np.ndarray]) -> dict[str, float]:
+            column = [t["name"] for t in tables["schema"]["tasks"]].index(task)
+            return {
+                split: auc(tabular_data(tables[split], tables["schema"]).labels[:, column].numpy(), logits[split])
+                for split in ("validation", "test")
+            }
+
+        def model_logits(model, tables: dict) -> dict[str, np.ndarray]:
+            return {
+                split: logit(predict(model, tabular_data(tables[split], tables["schema"]))[:, 0])
+                for split in ("validation", "test")
+            }
+
+        run_logits = {
+            name: model_logits(TorchModelDataset(f"data/06_models/{namespace}/pool/{name}.pt").load(), run_tables)
+            for name in models
+        }
+        rows = [(f"the run's `{name}`", scored(run_tables, run_logits[name]), None) for name in models]
+        run_average = {s: np.mean([run_logits[name][s] for name in models], axis=0) for s in ("validation", "test")}
+        rows.append(("the run's pool average", scored(run_tables, run_average), None))
+
+        age_tables = None
+        for label, which, model_overrides, training_overrides, tables_kind in OPTIONS:
+            name = role[which]
+            if tables_kind == "age codes":
+                if age_tables is None:
+                    age_tables = encoded_with_age_codes(catalog, namespace, params["data_processing"])
+                    _require_same_rows(age_tables, run_tables, task)
+                tables = age_tables
+            else:
+                tables = run_tables
+            train_rows = tables["train"] if tables_kind == "all rows" else tables["pool_train"]
+            model_params = {**copy.deepcopy(models[name]), **model_overrides}
+            model, _ = train_pool_model(
+                train_rows, tables["validation"], tables["schema"], model_params, params["pool"],
+                {**training, **training_overrides}, name,
+            )
+            logits = model_logits(model, tables)
+            average = {
+                s: np.mean([logits[s], *[run_logits[other][s] for other in models if other != name]], axis=0)
+                for s in ("validation", "test")
+            }
+            rows.append((f"{label}: `{name}`", scored(tables, logits), scored(run_tables, average)))
+            print(f"{rows[-1][0]}: {rows[-1][1]} | pool average {rows[-1][2]}", flush=True)
+
+    table = pd.DataFrame(
+        [
+            {
+                "option": label,
+                "validation": alone["validation"],
+                "test": alone["test"],
+                "pool average validation": average["validation"] if average else np.nan,
+                "pool average test": average["test"] if average else np.nan,
+            }
+            for label, alone, average in rows
+        ]
+    )
+    out = Path(arguments.out or f"data/08_reporting/{namespace}/pool_options_{task}.md")
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    lines = [
+        f"Pool-model options for {task} ({namespace}; training.seed {training['seed']}; each option retrains one "
+        "model of the run's pool and is averaged with the run's other model(s) of the task). AUC:",
+        "",
+        "| option | validation | test | pool average with it: validation | test |",
+        "|---|---|---|---|---|",
+    ]
+    for row in table.itertuples(index=False):
+        cells = ["" if np.isnan(value) else f"{value:.5f}" for value in row[1:]]
+        lines.append(f"| {row.option} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
