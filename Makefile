@@ -16,7 +16,7 @@ export EMM_CENSUS_DIR := ../shared/data/census-income
 endif
 endif
 
-.PHONY: install airflow-install airflow-dag run report test benchmark benchmark-seeds scale-benchmark synthetic viz clean-outputs mlflow-ui
+.PHONY: install airflow-install airflow-dag run report test benchmark benchmark-seeds benchmark-options scale-benchmark synthetic viz clean-outputs mlflow-ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ benchmark: install
 # (~25 min a seed on 2 cores): data/08_reporting/census/seeds/table_1_seeds.md
 benchmark-seeds: install
 	$(BIN)/python scripts/benchmark_seeds.py --namespace census --seeds 42,43,44
+
+# The options measured on the way to EMM+ (scripts/fusion_options.py) and for never married
+# (scripts/pool_options.py), for model seeds 42, 43, 44 (~16 min a seed on 1 thread):
+# data/08_reporting/census/options/{fusion_options,pool_options_never_married}.md
+benchmark-options: install
+	$(BIN)/python scripts/benchmark_options.py --seeds 42,43,44
 
 # SYNTHETIC Ali-CCP (raw Tianchi layout) and AliExpress (NL) files for the *_synthetic namespaces: small
 # sets to try the chains on; scale-benchmark writes its own, larger ones.

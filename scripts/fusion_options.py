@@ -1,6 +1,7 @@
 """The options measured on the way to EMM+, on a finished run's catalogued census artifacts (one seed).
 
-    .venv/bin/python scripts/fusion_options.py [--namespace census] [--out data/08_reporting/census/fusion_options.md]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/fusion_options.py [--namespace census] [--seed S]
+                                                                 [--out data/08_reporting/census/fusion_options.md]
 
 Needs a run's pool models, components and EMM (`kedro run --pipelines=census`, or the data_processing,
 train_pool, decompose and fuse stages). Each option is trained with the project's training loop and settings
@@ -14,7 +15,8 @@ the pipeline seeds its models) and scored on the validation and test sets:
   start at zero, so the model starts as the pool average);
 - EMM+ weights averaged with its start (WiSE-FT): each weight the mean of EMM+'s before and after fine-tuning;
 - EMM+ with frozen components: `refine.tune_components: false`;
-- EMM+ with a 5x larger step size: `refine.training.learning_rate: 1e-4`.
+- EMM+ with a 5x larger step size: `refine.training.learning_rate: 1e-4`;
+- EMM with MTM's score as eq. (6) prints it, `<Q(w), K(w)>`: `fuse.model.mtm_query: paper`, trained like EMM.
 """
 
 from __future__ import annotations
@@ -118,10 +120,14 @@ def main() -> None:
     tuned_alone, _ = train_model(lambda: tuned_alone, tables["train"], tables["validation"], schema, tasks, config, "emm_plus")
     rows["EMM fine-tuned, no heads"] = model_scores(tuned_alone)
 
-    fuse = copy.deepcopy(params["fuse"])
-    fuse["model"]["pool_heads"] = True
-    scratch, _ = train_fused_model(components, tables["fusion_train"], tables["validation"], schema, fuse, training)
-    rows["pool heads from scratch on the fusion rows"] = model_scores(scratch)
+    def fused(**model_settings) -> torch.nn.Module:
+        fuse = copy.deepcopy(params["fuse"])
+        fuse["model"].update(model_settings)
+        model, _ = train_fused_model(components, tables["fusion_train"], tables["validation"], schema, fuse, training)
+        return model
+
+    rows["pool heads from scratch on the fusion rows"] = model_scores(fused(pool_heads=True))
+    rows["EMM with eq. (6) as printed (mtm_query: paper)"] = model_scores(fused(mtm_query="paper"))
 
     table = pd.DataFrame(
         [

@@ -4,7 +4,8 @@
 
 Each CSV is one seed's run of the same script (an `option` column, then one AUC column per measurement);
 options are matched by name and kept in the first file's order. Every cell of the table is the mean ±
-standard deviation (ddof 1) over the files; an option missing from a file is an error.
+standard deviation (ddof 1) over the files (the mean alone from one file); an option missing from a file is
+an error.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ def spread(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
 
 def markdown(means: pd.DataFrame, deviations: pd.DataFrame, seeds: int) -> str:
     lines = [
-        f"AUC, mean ± standard deviation over {seeds} seeds:",
+        f"AUC, mean ± standard deviation over {seeds} seeds:" if seeds > 1 else "AUC, one seed:",
         "",
         "| option | " + " | ".join(means.columns) + " |",
         "|---|" + "---|" * len(means.columns),
     ]
     for option in means.index:
         cells = [
-            "" if pd.isna(mean) else f"{mean:.5f} ± {deviation:.5f}"
+            "" if pd.isna(mean) else f"{mean:.5f}" if pd.isna(deviation) else f"{mean:.5f} ± {deviation:.5f}"
             for mean, deviation in zip(means.loc[option], deviations.loc[option])
         ]
         lines.append(f"| {option} | " + " | ".join(cells) + " |")

@@ -1,7 +1,7 @@
 """Pool-model options for one task, on a finished run's catalogued census artifacts (one seed).
 
-    .venv/bin/python scripts/pool_options.py [--namespace census] [--task never_married]
-                                             [--out data/08_reporting/<namespace>/pool_options_<task>.md]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/pool_options.py [--namespace census] [--task never_married] [--seed S]
+                                                               [--out data/08_reporting/<namespace>/pool_options_<task>.md]
 
 EMM+'s never-married AUC follows the plain average of the never-married pool models' logits within 2e-5
 (docs/results.md), so a better pool is what could lift it. Each option retrains one of the task's pool
@@ -95,11 +95,9 @@ def main() -> None:
     parser.add_argument("--namespace", default="census")
     parser.add_argument("--seed", type=int, default=None, help="training.seed of the run in data/ (default: conf's)")
     parser.add_argument("--task", default="never_married")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the benchmarks)")
     parser.add_argument("--out", default=None, help="default: data/08_reporting/<namespace>/pool_options_<task>.md")
     arguments = parser.parse_args()
     namespace, task = arguments.namespace, arguments.task
-    torch.set_num_threads(arguments.threads)
 
     bootstrap_project(Path.cwd())
     with KedroSession.create(project_path=Path.cwd()) as session:

@@ -1,0 +1,57 @@
+"""The options measured on the way to EMM+ and for never married, over several model seeds (same split).
+
+    .venv/bin/python scripts/benchmark_options.py [--seeds 42,43,44] [--threads 1]
+                                                  [--out data/08_reporting/census/options] [--collected]
+
+For each seed: `kedro run --pipelines=data_processing,train_pool,decompose,fuse --namespaces=census
+--params=census.training.seed=<seed>` in the `seeds` environment (the pool, EMM and EMM+ of that seed, the
+very models `make benchmark-seeds` trains for it), then `scripts/fusion_options.py` and
+`scripts/pool_options.py` on them, their tables kept as `<out>/{fusion,pool}_options*_seed_<seed>.{md,csv}`.
+At the end `scripts/options_spread.py` writes `<out>/fusion_options.md` and
+`<out>/pool_options_never_married.md`: every option's mean and spread over the seeds. ``--collected`` only
+tabulates the per-seed tables already in ``--out`` (seeds run in separate checkouts: copy their files in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from benchmark import timed
+
+SCRIPTS = Path(__file__).resolve().parent
+TABLES = {"fusion_options": "fusion_options", "pool_options": "pool_options_never_married"}
+
+
+def run_seed(seed: int, out: Path) -> None:
+    python = sys.executable
+    kedro = str(Path(python).with_name("kedro"))
+    timed([kedro, "run", "--pipelines=data_processing,train_pool,decompose,fuse", "--namespaces=census",
+           f"--params=census.training.seed={seed}"])
+    for script, table in TABLES.items():
+        timed([python, str(SCRIPTS / f"{script}.py"), "--seed", str(seed), "--out", str(out / f"{table}_seed_{seed}.md")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="42,43,44", help="comma-separated model seeds")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each run")
+    parser.add_argument("--out", type=Path, default=Path("data/08_reporting/census/options"))
+    parser.add_argument("--collected", action="store_true", help="only tabulate the per-seed tables in --out")
+    arguments = parser.parse_args()
+    seeds = [int(seed) for seed in arguments.seeds.split(",")]
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    os.environ["KEDRO_ENV"] = "seeds"
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(arguments.threads)
+    if not arguments.collected:
+        for seed in seeds:
+            run_seed(seed, arguments.out)
+    for table in TABLES.values():
+        per_seed = [str(arguments.out / f"{table}_seed_{seed}.csv") for seed in seeds]
+        timed([sys.executable, str(SCRIPTS / "options_spread.py"), "--out", str(arguments.out / f"{table}.md"), *per_seed])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The benchmark scripts' own logic (scripts/ is not a package: modules are loaded from their files)."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _seed_table(auc_a: float, auc_b: float, order=("EMM", "EMM+")) -> pd.DataFrame:
+    values = {"EMM": auc_a, "EMM+": auc_b}
+    return pd.DataFrame({"option": list(order), "test income": [values[o] for o in order]})
+
+
+def test_options_spread_matches_options_by_name_in_the_first_files_order():
+    options_spread = _script("options_spread")
+    tables = [_seed_table(0.950, 0.954), _seed_table(0.952, 0.956, order=("EMM+", "EMM"))]
+    means, deviations = options_spread.spread(tables, ["seed_42.csv", "seed_43.csv"])
+    assert list(means.index) == ["EMM", "EMM+"]
+    assert means.loc["EMM", "test income"] == pytest.approx(0.951)
+    assert means.loc["EMM+", "test income"] == pytest.approx(0.955)
+    assert deviations.loc["EMM+", "test income"] == pytest.approx(pd.Series([0.954, 0.956]).std())
+    text = options_spread.markdown(means, deviations, seeds=2)
+    assert "| EMM+ | 0.95500 ± 0.00141 |" in text
+
+
+def test_options_spread_names_the_file_missing_an_option():
+    options_spread = _script("options_spread")
+    partial = pd.DataFrame({"option": ["EMM"], "test income": [0.95]})
+    with pytest.raises(ValueError, match=r"seed_43\.csv has no row for \['EMM\+'\]"):
+        options_spread.spread([_seed_table(0.950, 0.954), partial], ["seed_42.csv", "seed_43.csv"])
+
+
+def test_options_spread_of_one_seed_shows_the_values_alone():
+    options_spread = _script("options_spread")
+    means, deviations = options_spread.spread([_seed_table(0.950, 0.954)], ["seed_42.csv"])
+    text = options_spread.markdown(means, deviations, seeds=1)
+    assert "| EMM | 0.95000 |" in text and "±" not in text.split("\n", 1)[1]
