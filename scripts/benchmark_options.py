@@ -31,7 +31,8 @@ def run_seed(seed: int, out: Path) -> None:
     timed([kedro, "run", "--pipelines=data_processing,train_pool,decompose,fuse", "--namespaces=census",
            f"--params=census.training.seed={seed}"])
     for script, table in TABLES.items():
-        timed([python, str(SCRIPTS / f"{script}.py"), "--seed", str(seed), "--out", str(out / f"{table}_seed_{seed}.md")])
+        out_file = out / f"{table}_seed_{seed}.md"
+        timed([python, str(SCRIPTS / f"{script}.py"), "--seed", str(seed), "--out", str(out_file)])
 
 
 def main() -> None:
@@ -50,7 +51,8 @@ def main() -> None:
             run_seed(seed, arguments.out)
     for table in TABLES.values():
         per_seed = [str(arguments.out / f"{table}_seed_{seed}.csv") for seed in seeds]
-        timed([sys.executable, str(SCRIPTS / "options_spread.py"), "--out", str(arguments.out / f"{table}.md"), *per_seed])
+        spread_file = arguments.out / f"{table}.md"
+        timed([sys.executable, str(SCRIPTS / "options_spread.py"), "--out", str(spread_file), *per_seed])
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from emm.models.tabular import tabular_data
 from emm.models.training import TrainingConfig, auc, auc_per_task, predict
 from emm.pipelines.fuse.nodes import refine_fused_model, train_fused_model
 from emm.pipelines.model_training import train_model
+from options_spread import write_table
 
 
 def halfway(start: torch.nn.Module, tuned: torch.nn.Module) -> torch.nn.Module:
@@ -136,19 +137,11 @@ def main() -> None:
         ]
     )
     out = Path(arguments.out or f"data/08_reporting/{namespace}/fusion_options.md")
-    table.to_csv(out.with_suffix(".csv"), index=False)
-    lines = [
+    title = (
         f"Options on the way to EMM+ ({namespace}; the options trained with training.seed {training['seed']}, "
-        "on the pool, components and EMM found in data/). AUC:",
-        "",
-        "| option | " + " | ".join(table.columns[1:]) + " |",
-        "|---|" + "---|" * (len(table.columns) - 1),
-    ]
-    for row in table.itertuples(index=False):
-        lines.append(f"| {row[0]} | " + " | ".join(f"{value:.5f}" for value in row[1:]) + " |")
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    print(text)
+        "on the pool, components and EMM found in data/). AUC:"
+    )
+    print(write_table(table, out, title))
 
 
 if __name__ == "__main__":

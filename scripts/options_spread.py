@@ -1,4 +1,5 @@
-"""Mean and spread over seeds of the option tables written by fusion_options.py and pool_options.py.
+"""Mean and spread over seeds of the option tables written by fusion_options.py and pool_options.py
+(which write them with :func:`write_table`).
 
     .venv/bin/python scripts/options_spread.py --out <table>.md <seed 42>.csv <seed 43>.csv ...
 
@@ -14,6 +15,20 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+
+
+def write_table(table: pd.DataFrame, out: Path, title: str) -> str:
+    """One seed's ``table`` (an `option` column, then AUCs) as Markdown in ``out`` under ``title``, and as
+    CSV beside it (what :func:`spread` reads); returns the Markdown."""
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    header = "| option | " + " | ".join(table.columns[1:]) + " |"
+    lines = [title, "", header, "|---|" + "---|" * (len(table.columns) - 1)]
+    for row in table.itertuples(index=False):
+        cells = ["" if pd.isna(value) else f"{value:.5f}" for value in row[1:]]
+        lines.append(f"| {row[0]} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    return text
 
 
 def spread(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:

@@ -38,6 +38,7 @@ from emm.pipelines.data_processing.nodes import (
     split_validation_test,
 )
 from emm.pipelines.train_pool.nodes import train_pool_model
+from options_spread import write_table
 
 # (label, which of the task's models: "small" or "large" by hidden layers, overrides of the model's
 # settings, overrides of the training settings, tables: "run" | "all rows" | "age codes")
@@ -176,20 +177,11 @@ def main() -> None:
         ]
     )
     out = Path(arguments.out or f"data/08_reporting/{namespace}/pool_options_{task}.md")
-    table.to_csv(out.with_suffix(".csv"), index=False)
-    lines = [
+    title = (
         f"Pool-model options for {task} ({namespace}; training.seed {training['seed']}; each option retrains one "
-        "model of the run's pool and is averaged with the run's other model(s) of the task). AUC:",
-        "",
-        "| option | validation | test | pool average with it: validation | test |",
-        "|---|---|---|---|---|",
-    ]
-    for row in table.itertuples(index=False):
-        cells = ["" if np.isnan(value) else f"{value:.5f}" for value in row[1:]]
-        lines.append(f"| {row.option} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    print(text)
+        "model of the run's pool and is averaged with the run's other model(s) of the task). AUC:"
+    )
+    print(write_table(table, out, title))
 
 
 if __name__ == "__main__":

@@ -45,3 +45,16 @@ def test_options_spread_of_one_seed_shows_the_values_alone():
     means, deviations = options_spread.spread([_seed_table(0.950, 0.954)], ["seed_42.csv"])
     text = options_spread.markdown(means, deviations, seeds=1)
     assert "| EMM | 0.95000 |" in text and "±" not in text.split("\n", 1)[1]
+
+
+def test_option_table_written_by_one_seed_reads_back_for_the_spread(tmp_path):
+    options_spread = _script("options_spread")
+    table = pd.DataFrame(
+        {"option": ["EMM", "pool average"], "test": [0.95354, 0.95357], "average test": [float("nan"), 0.99471]}
+    )
+    text = options_spread.write_table(table, tmp_path / "options_seed_42.md", "Options, seed 42. AUC:")
+    assert text == (tmp_path / "options_seed_42.md").read_text()
+    assert "| EMM | 0.95354 |  |" in text and "| pool average | 0.95357 | 0.99471 |" in text
+    means, _ = options_spread.spread([pd.read_csv(tmp_path / "options_seed_42.csv")], ["options_seed_42.csv"])
+    assert means.loc["pool average", "average test"] == pytest.approx(0.99471)
+    assert pd.isna(means.loc["EMM", "average test"])
