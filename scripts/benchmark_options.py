@@ -7,7 +7,7 @@ For each seed: `kedro run --pipelines=data_processing,train_pool,decompose,fuse 
 --params=census.training.seed=<seed>` in the `seeds` environment (the pool, EMM and EMM+ of that seed, the
 very models `make benchmark-seeds` trains for it), then `scripts/fusion_options.py` and
 `scripts/pool_options.py` on them, their tables kept as `<out>/{fusion,pool}_options*_seed_<seed>.{md,csv}`.
-At the end `scripts/options_spread.py` writes `<out>/fusion_options.md` and
+At the end `options_spread.write_spread` writes `<out>/fusion_options.md` and
 `<out>/pool_options_never_married.md`: every option's mean and spread over the seeds. ``--collected`` only
 tabulates the per-seed tables already in ``--out`` (seeds run in separate checkouts: copy their files in).
 """
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from benchmark import timed
+from options_spread import write_spread
 
 SCRIPTS = Path(__file__).resolve().parent
 TABLES = {"fusion_options": "fusion_options", "pool_options": "pool_options_never_married"}
@@ -50,9 +51,8 @@ def main() -> None:
         for seed in seeds:
             run_seed(seed, arguments.out)
     for table in TABLES.values():
-        per_seed = [str(arguments.out / f"{table}_seed_{seed}.csv") for seed in seeds]
-        spread_file = arguments.out / f"{table}.md"
-        timed([sys.executable, str(SCRIPTS / "options_spread.py"), "--out", str(spread_file), *per_seed])
+        per_seed = [arguments.out / f"{table}_seed_{seed}.csv" for seed in seeds]
+        print(write_spread(per_seed, arguments.out / f"{table}.md"))
 
 
 if __name__ == "__main__":

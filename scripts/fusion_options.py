@@ -38,7 +38,7 @@ from emm.models.tabular import tabular_data
 from emm.models.training import TrainingConfig, auc, auc_per_task, predict
 from emm.pipelines.fuse.nodes import refine_fused_model, train_fused_model
 from emm.pipelines.model_training import train_model
-from options_spread import write_table
+from options_spread import logit, write_table
 
 
 def halfway(start: torch.nn.Module, tuned: torch.nn.Module) -> torch.nn.Module:
@@ -78,10 +78,6 @@ def main() -> None:
 
     def model_scores(model: torch.nn.Module) -> dict:
         return {split: auc_per_task(data[split].labels.numpy(), predict(model, data[split]), tasks) for split in data}
-
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-7, 1 - 1e-7)
-        return np.log(p / (1 - p))
 
     pool_models = {
         name: TorchModelDataset(f"data/06_models/{namespace}/pool/{name}.pt").load() for name in components.models

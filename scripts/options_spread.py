@@ -1,5 +1,5 @@
 """Mean and spread over seeds of the option tables written by fusion_options.py and pool_options.py
-(which write them with :func:`write_table`).
+(which write them with :func:`write_table` and average pool models' logits with :func:`logit`).
 
     .venv/bin/python scripts/options_spread.py --out <table>.md <seed 42>.csv <seed 43>.csv ...
 
@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities, clipped away from 0 and 1 so that averaging them stays finite."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
 
 
 def write_table(table: pd.DataFrame, out: Path, title: str) -> str:
@@ -31,7 +38,8 @@ def write_table(table: pd.DataFrame, out: Path, title: str) -> str:
     return text
 
 
-def spread(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+def spread(tables: list[pd.DataFrame], names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per option (rows in the first table's order) and column: the mean and the standard deviation."""
     options = list(tables[0]["option"])
     for table, name in zip(tables, names):
         missing = [option for option in options if option not in set(table["option"])]
@@ -58,15 +66,20 @@ def markdown(means: pd.DataFrame, deviations: pd.DataFrame, seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_spread(paths: list[Path], out: Path) -> str:
+    """The spread of the seeds' CSVs ``paths`` as Markdown in ``out``; returns it."""
+    means, deviations = spread([pd.read_csv(path) for path in paths], [str(path) for path in paths])
+    text = markdown(means, deviations, len(paths))
+    out.write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("tables", nargs="+", type=Path)
     arguments = parser.parse_args()
-    means, deviations = spread([pd.read_csv(path) for path in arguments.tables], [str(p) for p in arguments.tables])
-    text = markdown(means, deviations, len(arguments.tables))
-    arguments.out.write_text(text)
-    print(text)
+    print(write_spread(arguments.tables, arguments.out))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ from emm.pipelines.data_processing.nodes import (
     split_validation_test,
 )
 from emm.pipelines.train_pool.nodes import train_pool_model
-from options_spread import write_table
+from options_spread import logit, write_table
+
+SCORED = ("validation", "test")
 
 # (label, which of the task's models: "small" or "large" by hidden layers, overrides of the model's
 # settings, overrides of the training settings, tables: "run" | "all rows" | "age codes")
@@ -59,11 +61,6 @@ OPTIONS = [
 ]
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> dict:
     """The run's tables and schema again, with `age` added to the value-coded columns."""
     settings = copy.deepcopy(data_processing)
@@ -74,19 +71,20 @@ def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> di
     train = encode_table(raw_train, encoders)
     validation, test = split_validation_test(encode_table(raw_test, encoders), encoders, settings)
     pool_train, _ = split_pool_fusion(train, encoders, settings)
-    return {
-        "schema": build_feature_schema(encoders, train),
-        "pool_train": pool_train,
-        "validation": validation,
-        "test": test,
-    }
+    return with_model_inputs(
+        {"schema": build_feature_schema(encoders, train), "pool_train": pool_train, "validation": validation, "test": test}
+    )
+
+
+def with_model_inputs(tables: dict) -> dict:
+    """``tables`` plus ``inputs``: the validation and test tables as model inputs, converted once."""
+    return {**tables, "inputs": {split: tabular_data(tables[split], tables["schema"]) for split in SCORED}}
 
 
 def _require_same_rows(tables: dict, run_tables: dict, task: str) -> None:
     """Averaging logits across encodings needs the same validation and test rows in the same order."""
-    for split in ("validation", "test"):
-        ours = tabular_data(tables[split], tables["schema"]).labels
-        theirs = tabular_data(run_tables[split], run_tables["schema"]).labels
+    for split in SCORED:
+        ours, theirs = tables["inputs"][split].labels, run_tables["inputs"][split].labels
         if ours.shape != theirs.shape or not torch.equal(ours, theirs):
             raise ValueError(f"The {split} rows encoded with `age` codes differ from the run's: not averaged ({task})")
 
@@ -107,10 +105,12 @@ def main() -> None:
         training = {**params["training"], "progress_bar": False}
         if arguments.seed is not None:
             training["seed"] = arguments.seed
-        run_tables = {
-            "schema": catalog.load(f"{namespace}.feature_schema"),
-            **{name: catalog.load(f"{namespace}.{name}") for name in ("train", "pool_train", "validation", "test")},
-        }
+        run_tables = with_model_inputs(
+            {
+                "schema": catalog.load(f"{namespace}.feature_schema"),
+                **{name: catalog.load(f"{namespace}.{name}") for name in ("train", "pool_train", *SCORED)},
+            }
+        )
         models = {
             name: settings for name, settings in params["pool"]["models"].items() if settings["task"] == task
         }
@@ -121,23 +121,17 @@ def main() -> None:
 
         def scored(tables: dict, logits: dict[str, np.ndarray]) -> dict[str, float]:
             column = [t["name"] for t in tables["schema"]["tasks"]].index(task)
-            return {
-                split: auc(tabular_data(tables[split], tables["schema"]).labels[:, column].numpy(), logits[split])
-                for split in ("validation", "test")
-            }
+            return {split: auc(tables["inputs"][split].labels[:, column].numpy(), logits[split]) for split in SCORED}
 
         def model_logits(model, tables: dict) -> dict[str, np.ndarray]:
-            return {
-                split: logit(predict(model, tabular_data(tables[split], tables["schema"]))[:, 0])
-                for split in ("validation", "test")
-            }
+            return {split: logit(predict(model, tables["inputs"][split])[:, 0]) for split in SCORED}
 
         run_logits = {
             name: model_logits(TorchModelDataset(f"data/06_models/{namespace}/pool/{name}.pt").load(), run_tables)
             for name in models
         }
         rows = [(f"the run's `{name}`", scored(run_tables, run_logits[name]), None) for name in models]
-        run_average = {s: np.mean([run_logits[name][s] for name in models], axis=0) for s in ("validation", "test")}
+        run_average = {s: np.mean([run_logits[name][s] for name in models], axis=0) for s in SCORED}
         rows.append(("the run's pool average", scored(run_tables, run_average), None))
 
         age_tables = None
@@ -159,7 +153,7 @@ def main() -> None:
             logits = model_logits(model, tables)
             average = {
                 s: np.mean([logits[s], *[run_logits[other][s] for other in models if other != name]], axis=0)
-                for s in ("validation", "test")
+                for s in SCORED
             }
             rows.append((f"{label}: `{name}`", scored(tables, logits), scored(run_tables, average)))
             print(f"{rows[-1][0]}: {rows[-1][1]} | pool average {rows[-1][2]}", flush=True)

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,3 +59,15 @@ def test_option_table_written_by_one_seed_reads_back_for_the_spread(tmp_path):
     means, _ = options_spread.spread([pd.read_csv(tmp_path / "options_seed_42.csv")], ["options_seed_42.csv"])
     assert means.loc["pool average", "average test"] == pytest.approx(0.99471)
     assert pd.isna(means.loc["EMM", "average test"])
+    spread_text = options_spread.write_spread([tmp_path / "options_seed_42.csv"], tmp_path / "options.md")
+    assert spread_text == (tmp_path / "options.md").read_text()
+    assert "| pool average | 0.95357 | 0.99471 |" in spread_text
+
+
+def test_logit_is_finite_at_certain_probabilities_and_inverts_the_sigmoid():
+    options_spread = _script("options_spread")
+    p = np.array([0.0, 0.25, 0.5, 1.0])
+    log_odds = options_spread.logit(p)
+    assert np.isfinite(log_odds).all()
+    assert log_odds[1:3] == pytest.approx([np.log(1 / 3), 0.0])
+    assert 1 / (1 + np.exp(-log_odds[1])) == pytest.approx(0.25)
