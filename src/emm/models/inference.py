@@ -804,9 +804,19 @@ def inference_form(model: EMM, compile: bool = False, fold_bytes: int = DEFAULT_
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _census_like(n_tasks: int = 2, small=(128, 64), large=(256, 128, 64), adapters: bool = True):
-    """Random models of Census size: the census parameters' pool, fusion and MMoE settings, the census
-    vocabularies (data/04_feature/census/feature_schema.json, else 36 columns of 3 to 206 values, 7 dense)."""
+def _pool_shapes(income_dims: list[tuple[int, ...]], never_married_dims: list[tuple[int, ...]]):
+    """(task index, hidden dims) of each pool model: the first task's models, then the second's."""
+    return tuple((0, dims) for dims in income_dims) + tuple((1, dims) for dims in never_married_dims)
+
+
+SMALL, LARGE = (128, 64), (256, 128, 64)
+CENSUS_POOL = _pool_shapes([SMALL, SMALL, LARGE], [SMALL, LARGE])  # conf/base/parameters_census.yml
+
+
+def _census_like(pool_shapes=CENSUS_POOL, adapters: bool = False):
+    """Random models of Census size: a pool of ``pool_shapes`` ((task index, hidden dims) per model), the census
+    fusion and MMoE settings, the census vocabularies (data/04_feature/census/feature_schema.json, else 36
+    columns of 3 to 206 values, 7 dense)."""
     import json
     from pathlib import Path
 
@@ -825,13 +835,12 @@ def _census_like(n_tasks: int = 2, small=(128, 64), large=(256, 128, 64), adapte
             "categorical": [[f"c{i}", size] for i, size in enumerate(sizes)],
             "dense": [f"d{i}" for i in range(7)],
         }
-    tasks = [f"task_{t}" for t in range(n_tasks)]
-    shapes = {"small": list(small), "large": list(large)}
+    tasks = [f"task_{t}" for t in range(1 + max(task for task, _ in pool_shapes))]
     pool = {}
-    for t, task in enumerate(tasks):
-        for k, (size, dims) in enumerate(shapes.items()):
-            torch.manual_seed(2 * t + k)
-            pool[f"{task}_{size}"] = SingleTaskMLP(pool_model_spec(f"{task}_{size}", task, signature, dims, 8, 0.1))
+    for index, (task, dims) in enumerate(pool_shapes):
+        torch.manual_seed(index)
+        name = f"{tasks[task]}_{index}"
+        pool[name] = SingleTaskMLP(pool_model_spec(name, tasks[task], signature, list(dims), 8, 0.1))
     emm = EMM(
         decompose(pool, max_levels=3),
         tasks,
@@ -867,15 +876,14 @@ def multiply_adds_per_row(model: nn.Module, batch: TabularBatch) -> int:
 
 # The pools ``python -m emm.models.inference`` times: (title, pool and fusion settings).
 BENCHMARK_POOLS = {
-    "census": ("Census: 2 x [128,64] + 2 x [256,128,64], adapters", {}),
+    "census": ("Census: 3 x [128,64] + 2 x [256,128,64], no adapters", {}),
+    "four": (
+        "the four-model Census pool (before the fifth): 2 x [128,64] + 2 x [256,128,64], adapters",
+        {"pool_shapes": _pool_shapes([SMALL, LARGE], [SMALL, LARGE]), "adapters": True},
+    ),
     "wide": (
         "the earlier Census pool: 2 x [256,128,64] + 2 x [512,256,128,64], adapters",
-        {"small": (256, 128, 64), "large": (512, 256, 128, 64)},
-    ),
-    "wide-same": ("wide, one shape: 4 x [256,128,64], adapters", {"small": (256, 128, 64)}),
-    "wide-same-plain": (
-        "wide, one shape: 4 x [256,128,64], no adapters",
-        {"small": (256, 128, 64), "adapters": False},
+        {"pool_shapes": _pool_shapes([LARGE, (512, *LARGE)], [LARGE, (512, *LARGE)]), "adapters": True},
     ),
 }
 
