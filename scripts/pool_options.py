@@ -12,7 +12,9 @@ the run's other model(s) of the task. Nothing in data/ is written but the report
 Options: the same model again (a control); dropout 0.3; weight decay 1e-5; embedding size 16; learning rate
 3e-4; batch 256 at learning rate 3e-4; SiLU and GELU in place of ReLU; trained on all training rows (pool
 and fusion rows); an exact-value code for `age` (its categorical twin, as the money columns have), for
-which the census files are encoded again in memory with `age` added to `data_processing.value_codes`.
+which the census files are encoded again in memory with `age` added to `data_processing.value_codes`; and a
+third model of the small shape from its own seed, averaged with both of the run's (what a third income
+model, `income_small_b`, does for income).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,24 +45,31 @@ from options_spread import logit, write_table
 
 SCORED = ("validation", "test")
 
-# (label, which of the task's models: "small" or "large" by hidden layers, overrides of the model's
-# settings, overrides of the training settings, tables: "run" | "all rows" | "age codes")
-OPTIONS = [
-    ("the same model again (control)", "small", {}, {}, "run"),
-    ("dropout 0.3", "small", {"dropout": 0.3}, {}, "run"),
-    ("weight decay 1e-5", "small", {}, {"weight_decay": 1.0e-5}, "run"),
-    ("embedding size 16", "small", {"embedding_dim": 16}, {}, "run"),
-    ("learning rate 3e-4", "small", {}, {"learning_rate": 3.0e-4}, "run"),
-    ("batch 256, learning rate 3e-4", "small", {}, {"batch_size": 256, "learning_rate": 3.0e-4}, "run"),
-    ("SiLU", "small", {"activation": "SiLU"}, {}, "run"),
-    ("SiLU", "large", {"activation": "SiLU"}, {}, "run"),
-    ("GELU", "small", {"activation": "GELU"}, {}, "run"),
-    ("all training rows (pool + fusion)", "small", {}, {}, "all rows"),
-    ("all training rows (pool + fusion)", "large", {}, {}, "all rows"),
-    ("`age` exact-value code", "small", {}, {}, "age codes"),
-    ("`age` exact-value code", "large", {}, {}, "age codes"),
-]
+class Option(NamedTuple):
+    label: str
+    which: str  # the task's model retrained: "small" or "large" by hidden layers
+    model: dict = {}  # overrides of the model's settings
+    training: dict = {}  # overrides of the training settings
+    tables: str = "run"  # "run" | "all rows" | "age codes"
+    joins: bool = False  # a new model "<which's name>_b" (its own seed) joins the run's models in the average
 
+
+OPTIONS = [
+    Option("the same model again (control)", "small"),
+    Option("dropout 0.3", "small", model={"dropout": 0.3}),
+    Option("weight decay 1e-5", "small", training={"weight_decay": 1.0e-5}),
+    Option("embedding size 16", "small", model={"embedding_dim": 16}),
+    Option("learning rate 3e-4", "small", training={"learning_rate": 3.0e-4}),
+    Option("batch 256, learning rate 3e-4", "small", training={"batch_size": 256, "learning_rate": 3.0e-4}),
+    Option("SiLU", "small", model={"activation": "SiLU"}),
+    Option("SiLU", "large", model={"activation": "SiLU"}),
+    Option("GELU", "small", model={"activation": "GELU"}),
+    Option("all training rows (pool + fusion)", "small", tables="all rows"),
+    Option("all training rows (pool + fusion)", "large", tables="all rows"),
+    Option("`age` exact-value code", "small", tables="age codes"),
+    Option("`age` exact-value code", "large", tables="age codes"),
+    Option("a third model, joining the two (as income's `income_small_b`)", "small", joins=True),
+]
 
 def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> dict:
     """The run's tables and schema again, with `age` added to the value-coded columns."""
@@ -135,27 +145,26 @@ def main() -> None:
         rows.append(("the run's pool average", scored(run_tables, run_average), None))
 
         age_tables = None
-        for label, which, model_overrides, training_overrides, tables_kind in OPTIONS:
-            name = role[which]
-            if tables_kind == "age codes":
+        for option in OPTIONS:
+            name = role[option.which]
+            if option.tables == "age codes":
                 if age_tables is None:
                     age_tables = encoded_with_age_codes(catalog, namespace, params["data_processing"])
                     _require_same_rows(age_tables, run_tables, task)
                 tables = age_tables
             else:
                 tables = run_tables
-            train_rows = tables["train"] if tables_kind == "all rows" else tables["pool_train"]
-            model_params = {**copy.deepcopy(models[name]), **model_overrides}
+            train_rows = tables["train"] if option.tables == "all rows" else tables["pool_train"]
+            model_params = {**copy.deepcopy(models[name]), **option.model}
+            trained_name = f"{name}_b" if option.joins else name  # the name seeds the model
             model, _ = train_pool_model(
                 train_rows, tables["validation"], tables["schema"], model_params, params["pool"],
-                {**training, **training_overrides}, name,
+                {**training, **option.training}, trained_name,
             )
             logits = model_logits(model, tables)
-            average = {
-                s: np.mean([logits[s], *[run_logits[other][s] for other in models if other != name]], axis=0)
-                for s in SCORED
-            }
-            rows.append((f"{label}: `{name}`", scored(tables, logits), scored(run_tables, average)))
+            kept = [other for other in models if option.joins or other != name]
+            average = {s: np.mean([logits[s], *[run_logits[other][s] for other in kept]], axis=0) for s in SCORED}
+            rows.append((f"{option.label}: `{trained_name}`", scored(tables, logits), scored(run_tables, average)))
             print(f"{rows[-1][0]}: {rows[-1][1]} | pool average {rows[-1][2]}", flush=True)
 
     table = pd.DataFrame(
@@ -173,7 +182,7 @@ def main() -> None:
     out = Path(arguments.out or f"data/08_reporting/{namespace}/pool_options_{task}.md")
     title = (
         f"Pool-model options for {task} ({namespace}; training.seed {training['seed']}; each option retrains one "
-        "model of the run's pool and is averaged with the run's other model(s) of the task). AUC:"
+        "model of the run's pool, or adds one, and is averaged with the run's other model(s) of the task). AUC:"
     )
     print(write_table(table, out, title))
 
