@@ -362,3 +362,26 @@ def test_the_cost_table_names_the_device_the_models_were_timed_on():
     if torch.cuda.is_available():
         timed = measure_costs(test, schema, {**settings, "device": "cuda"}, roles, model__emm=emm)
         assert timed["device"].iloc[0] == torch.cuda.get_device_name() and timed["max_logit_difference"].iloc[1] < 1e-5
+
+
+def test_the_cost_table_times_the_models_taking_turns_pass_by_pass():
+    """A spell of other load on the machine must slow a pass of every model, not every pass of one."""
+    from emm.models.tabular import TabularData
+    from emm.pipelines.evaluate.nodes import _rows_per_second
+
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name: str):
+            super().__init__()
+            self.name = name
+
+        def forward(self, batch):
+            calls.append(self.name)
+
+    test, schema = _test_table()
+    data = TabularData.from_frame(test.head(32), schema)
+    rates = _rows_per_second([[Recorder("a")], [Recorder("b"), Recorder("c")]], data, 16, 2, torch.device("cpu"))
+    one_pass = ["a", "a", "b", "c", "b", "c"]  # two batches of 16 rows; an entry of two models runs both per batch
+    assert calls == one_pass * 3  # the untimed pass, then two timed ones
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)

@@ -109,24 +109,28 @@ def gate_statistics(emm_model: EMM, test: Table, feature_schema: dict, batch_siz
 
 @torch.inference_mode()
 def _rows_per_second(
-    models: list[nn.Module], data: TabularData, batch_size: int, repeats: int, device: torch.device
-) -> float:
-    """Best of ``repeats`` timed passes over ``data`` after an untimed one (the first calls of a model are
-    slower while the kernels warm up); several models run one after the other on every batch, as a
-    deployed pool of single-task models would. The rows are on ``device`` before the clock starts."""
-    for model in models:
-        model.eval()
+    entries: list[list[nn.Module]], data: TabularData, batch_size: int, repeats: int, device: torch.device
+) -> list[float]:
+    """Rows/s of each entry, the best of ``repeats`` timed passes over ``data`` after an untimed one (the
+    first calls of a model are slower while the kernels warm up); an entry of several models runs them one
+    after the other on every batch, as a deployed pool of single-task models would. The entries take turns
+    pass by pass, so that a spell of other load on the machine slows a pass of every entry instead of every
+    pass of one. The rows are on ``device`` before the clock starts."""
+    for models in entries:
+        for model in models:
+            model.eval()
     batches = [batch.to(device) for batch, _ in data.batches(batch_size)]
-    best = float("inf")
+    best = [float("inf")] * len(entries)
     for attempt in range(repeats + 1):
-        started = time.perf_counter()
-        for batch in batches:
-            for model in models:
-                model(batch)
-        _synchronize(device)
-        if attempt:
-            best = min(best, time.perf_counter() - started)
-    return len(data) / best
+        for index, models in enumerate(entries):
+            started = time.perf_counter()
+            for batch in batches:
+                for model in models:
+                    model(batch)
+            _synchronize(device)
+            if attempt:
+                best[index] = min(best[index], time.perf_counter() - started)
+    return [len(data) / seconds for seconds in best]
 
 
 @torch.inference_mode()
@@ -212,13 +216,7 @@ def measure_costs(
     # that allocates large temporaries hang on page faults whose number depends on the process's history.
     keep_freed_memory()
 
-    def timings(timed: list[nn.Module]) -> dict:
-        return {
-            "rows_per_second": _rows_per_second(timed, data, batch_size, repeats, device),
-            "latency_ms": _latency_ms(timed, data, calls, warm_up, device),
-        }
-
-    table = []
+    table, timed = [], []  # a row of the table per entry, and the models each entry runs
     for name, model in models.items():
         counts = parameter_counts(model)
         row = {
@@ -228,9 +226,9 @@ def measure_costs(
             "trainable_parameters": counts["trainable"],
             "frozen_parameters": counts["frozen"],
             "train_seconds": training_reports[name]["seconds"] if name in training_reports else np.nan,
-            **timings([model]),
         }
         table.append(row)
+        timed.append([model])
         if roles[name] == "emm" and settings["inference_form"] and isinstance(model, EMM):
             model.eval()
             started = time.perf_counter()
@@ -245,11 +243,11 @@ def measure_costs(
                     "model": f"{name}{INFERENCE_FORM}",
                     "form": "inference (compiled)" if settings["inference_compile"] else "inference",
                     "train_seconds": np.nan,
-                    **timings([form]),
                     "build_seconds": build_seconds,
                     "max_logit_difference": _largest_logit_difference(model, form, data, batch_size, device),
                 }
             )
+            timed.append([form])
     pool = [name for name in models if roles[name] == "pool"]
     if pool:
         table.append(
@@ -260,9 +258,13 @@ def measure_costs(
                 "trainable_parameters": sum(row["trainable_parameters"] for row in table if row["model"] in pool),
                 "frozen_parameters": 0,
                 "train_seconds": sum(training_reports[name]["seconds"] for name in pool if name in training_reports),
-                **timings([models[name] for name in pool]),
             }
         )
+        timed.append([models[name] for name in pool])
+    throughputs = _rows_per_second(timed, data, batch_size, repeats, device)
+    for row, entry, throughput in zip(table, timed, throughputs):
+        row["rows_per_second"] = throughput
+        row["latency_ms"] = _latency_ms(entry, data, calls, warm_up, device)
     frame = pd.DataFrame(table)
     for column in ("build_seconds", "max_logit_difference"):
         if column not in frame:

@@ -107,8 +107,9 @@ def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
     device = str(costs["device"].iloc[0]) if "device" in costs else "cpu"
     where = f"CPU with {threads} thread{'s' if threads != 1 else ''}" if device == "cpu" else device
     lines = [
-        f"Inference on {where}: {timing}, every model measured in one process on the same rows, with freed "
-        "buffers kept for reuse (`emm.models.inference.keep_freed_memory`).",
+        f"Inference on {where}: {timing}, every model measured in one process on the same rows, the models "
+        "taking turns pass by pass for rows/s, with freed buffers kept for reuse "
+        "(`emm.models.inference.keep_freed_memory`).",
         "",
         "| model | role | trainable parameters | frozen parameters | training s | rows/s |"
         + (" latency ms |" if has_latency else ""),
