@@ -385,3 +385,19 @@ def test_the_cost_table_times_the_models_taking_turns_pass_by_pass():
     one_pass = ["a", "a", "b", "c", "b", "c"]  # two batches of 16 rows; an entry of two models runs both per batch
     assert calls == one_pass * 3  # the untimed pass, then two timed ones
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
+
+
+def test_form_of_emm_plus_where_the_pool_chains_of_one_level_1_group_part_at_level_2():
+    # Same level-1 components, different level-2 ones: the chains of level 1's one group go on in two groups
+    pool = {
+        f"{task}_{size}": make_model(f"{task}_{size}", task, dims, seed=seed)
+        for seed, (task, (size, dims)) in enumerate(
+            [(task, shape) for task in ("a", "b") for shape in (("short", [32, 16, 8]), ("long", [32, 24, 16, 8]))]
+        )
+    }
+    for model in pool.values():
+        warm_up_batch_norm(model)
+    fused = EMM(decompose(pool, max_levels=3), ["a", "b"], {})
+    form = inference_form(EMM.with_pool_heads(fused).eval())
+    assert any(group.rows for group in form.plans[1].chain_groups)  # what this pool is for
+    assert_same_logits(_calibrate_batch_norm(_perturb(EMM.with_pool_heads(fused), seed=3, scale=0.1)))

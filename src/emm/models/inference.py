@@ -207,6 +207,8 @@ class _Group:
     gate_index: str = ""  # buffer: each member's row in the task gates' weights [N, B]
     task_ids: str = ""  # buffer: each member's task
     one_per_task: bool = False  # members are tasks 0..T-1 in order: adding up is elementwise
+    source: int = 0  # chain groups: the previous level's chain group (level 1: group) the members' chains are in
+    rows: str = ""  # chain groups: buffer of the members' positions in that source; "" when they are all of it
 
 
 @dataclass
@@ -218,7 +220,9 @@ class _LevelPlan:
     fusion_columns: list[tuple[int, int]]  # per task, its fusion gate's logits (none without MTM)
     regular: bool  # level 1: every task as many components; deeper: also the gates at the same columns
     mtm: dict | None = None
-    chain_groups: list[_Group] = field(default_factory=list)  # pool_heads, deeper levels: components on chains
+    # pool_heads, deeper levels: each pool model's component on its own chain. A chain group takes members of
+    # one group of the level before, so that its input is that group's output as it is, not a stacked copy.
+    chain_groups: list[_Group] = field(default_factory=list)
 
 
 # Level 1 folds the first Linears into the embedding tables of the smallest vocabularies while the folded
@@ -323,7 +327,9 @@ class InferenceEMM(nn.Module):
         self.n_categorical = len(signature["categorical"])
         self.n_dense = len(signature["dense"])
         self.pool_heads = getattr(model, "heads", None) is not None
-        self.plans = [self._plan_level(model, depth) for depth in range(len(model.levels))]
+        self.plans: list[_LevelPlan] = []
+        for depth in range(len(model.levels)):
+            self.plans.append(self._plan_level(model, depth))
         self.tower_ops = self._stacked_ops([fold_layers(tower) for tower in model.towers])
         if self.pool_heads:
             self._plan_heads(model)
@@ -462,27 +468,37 @@ class InferenceEMM(nn.Module):
         if level.use_mtm:
             plan.mtm = self._plan_mtm(level)
         if self.pool_heads and depth:
-            by_structure = {}
-            for key, ops in chain_ops.items():
-                by_structure.setdefault(tuple(op.signature() for op in ops), []).append(key)
-            for members in by_structure.values():
-                plan.chain_groups.append(_Group(members, [], ops=self._stacked_ops([chain_ops[k] for k in members])))
+            for source, before in enumerate(self._chain_parts(depth - 1)):
+                by_structure = {}
+                for key in before:
+                    by_structure.setdefault(tuple(op.signature() for op in chain_ops[key]), []).append(key)
+                for members in by_structure.values():
+                    rows = "" if members == before else self._buffer(_indices([before.index(k) for k in members]), "rows")
+                    ops = self._stacked_ops([chain_ops[key] for key in members])
+                    plan.chain_groups.append(_Group(members, [], ops=ops, source=source, rows=rows))
         return plan
 
+    def _chain_parts(self, depth: int) -> list[list[tuple[int, int]]]:
+        """pool_heads: how the pool models' chains are stacked after level ``depth``, members per tensor."""
+        plan = self.plans[depth]
+        return [group.members for group in (plan.chain_groups if depth else plan.groups)]
+
     def _plan_heads(self, model: EMM) -> None:
-        """pool_heads: each pool model's trained head on its chain, scaled by its task's mixing weight."""
-        keys, weights, biases = [], [], []
-        for task, (heads, mix) in enumerate(zip(model.heads, model.head_weights)):
-            for index, head in enumerate(heads):
-                affine = fold_layers([head])[0]
-                share = mix[index].detach().double()
-                keys.append((task, index))
+        """pool_heads: each pool model's trained head on its chain, scaled by its task's mixing weight; one
+        stacked head per tensor of chains the last level leaves: (weight [n, D, 1], bias [n, 1, 1], tasks)."""
+        self.head_parts = []
+        for members in self._chain_parts(len(self.plans) - 1):
+            weights, biases = [], []
+            for task, index in members:
+                affine = fold_layers([model.heads[task][index]])[0]
+                share = model.head_weights[task][index].detach().double()
                 weights.append(share * affine.weight.T)  # [D, 1]
                 biases.append(share * affine.bias[None, :])
-        self.head_keys = keys
-        self.head_weight = self._buffer(_stack(weights), "head_weight")  # [N, D, 1]
-        self.head_bias = self._buffer(_stack(biases), "head_bias")  # [N, 1, 1]
-        self.head_tasks = self._buffer(_indices([task for task, _ in keys]), "head_tasks")
+            tasks = _indices([task for task, _ in members])
+            self.head_parts.append(
+                (self._buffer(_stack(weights), "head_weight"), self._buffer(_stack(biases), "head_bias"),
+                 self._buffer(tasks, "head_tasks"))
+            )
 
     def _embedding_tables(self, blocks: list[tuple[FeatureEmbedding, _Affine]]) -> str:
         """Level 1's first Linears over the batch, ``blocks`` of (embedding, Linear reading it) side by side.
@@ -657,7 +673,7 @@ class InferenceEMM(nn.Module):
     def _run(self, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         buffers, n_tasks, rows = self._buffers, self.n_tasks, categorical.shape[0]
         z = dense  # the tasks' outputs [T, B, D] of the level before (level 1 reads the batch instead)
-        chains: dict | None = {} if self.pool_heads else None  # pool_heads: (task, model) -> [B, D]
+        chains: list | None = [] if self.pool_heads else None  # pool_heads: the chains, [n, B, D] per part
         for depth, plan in enumerate(self.plans):
             if depth == 0:
                 y = self._first_matmul(plan, categorical, dense)  # [B, W]
@@ -689,7 +705,7 @@ class InferenceEMM(nn.Module):
                     x = torch.stack([columns_of(t, c) for (t, _), c in zip(group.members, group.columns)])
                 x = self._run_ops(group.ops, x)  # [n, B, D]
                 if chains is not None and depth == 0:  # the pool models' own chains start as the components'
-                    chains.update(zip(group.members, x.unbind(0)))
+                    chains.append(x)
                 x = self._run_ops(group.adapter_ops, x)
                 weighted = x * gates.index_select(0, buffers[group.gate_index]).unsqueeze(-1)
                 if group.one_per_task:
@@ -703,17 +719,18 @@ class InferenceEMM(nn.Module):
                 chains = self._chains(plan, chains)
         logits = self._run_ops(self.tower_ops, z)  # [T, B, 1]
         if chains is not None:  # + sum_m a_t,m head_m(chain_m)
-            pool = torch.stack([chains[key] for key in self.head_keys])  # [N, B, D]
-            pool = _baddbmm(buffers[self.head_bias], pool, buffers[self.head_weight])  # [N, B, 1]
-            logits = logits.index_add_(0, buffers[self.head_tasks], pool)
+            for (weight, bias, tasks), chain in zip(self.head_parts, chains):
+                logits = logits.index_add_(0, buffers[tasks], _baddbmm(buffers[bias], chain, buffers[weight]))
         return logits.squeeze(-1).T.contiguous()
 
-    def _chains(self, plan: _LevelPlan, chains: dict) -> dict:
+    def _chains(self, plan: _LevelPlan, chains: list) -> list:
         """pool_heads: each pool model's chain through this level's component of it."""
-        advanced = {}
+        advanced = []
         for group in plan.chain_groups:
-            x = self._run_ops(group.ops, torch.stack([chains[key] for key in group.members]))
-            advanced.update(zip(group.members, x.unbind(0)))
+            x = chains[group.source]
+            if group.rows:
+                x = x.index_select(0, self._buffers[group.rows])
+            advanced.append(self._run_ops(group.ops, x))
         return advanced
 
     def _merge(self, plan: _LevelPlan, y: torch.Tensor, h: torch.Tensor, columns_of) -> torch.Tensor:
