@@ -473,7 +473,8 @@ class InferenceEMM(nn.Module):
                 for key in before:
                     by_structure.setdefault(tuple(op.signature() for op in chain_ops[key]), []).append(key)
                 for members in by_structure.values():
-                    rows = "" if members == before else self._buffer(_indices([before.index(k) for k in members]), "rows")
+                    positions = _indices([before.index(key) for key in members])
+                    rows = "" if members == before else self._buffer(positions, "rows")
                     ops = self._stacked_ops([chain_ops[key] for key in members])
                     plan.chain_groups.append(_Group(members, [], ops=ops, source=source, rows=rows))
         return plan
