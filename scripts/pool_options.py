@@ -45,6 +45,7 @@ from options_spread import logit, write_table
 
 SCORED = ("validation", "test")
 
+
 class Option(NamedTuple):
     label: str
     which: str  # the task's model retrained: "small" or "large" by hidden layers
@@ -70,6 +71,7 @@ OPTIONS = [
     Option("`age` exact-value code", "large", tables="age codes"),
     Option("a third model, joining the two (as income's `income_small_b`)", "small", joins=True),
 ]
+
 
 def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> dict:
     """The run's tables and schema again, with `age` added to the value-coded columns."""
