@@ -207,3 +207,27 @@ def test_dense_columns_get_a_value_code_twin_for_frequent_values(raw, params):
     assert without["value_codes"] == {}
     with pytest.raises(ValueError, match="education"):
         fit_encoders(train, {**params, "value_codes": {"columns": ["education"], "min_count": 5}})
+
+
+def test_dense_columns_get_a_piecewise_linear_encoding_between_training_quantiles(raw, params):
+    train, test = raw
+    without = {key: value for key, value in params.items() if key != "piecewise_linear"}
+    encoders = fit_encoders(train, {**without, "piecewise_linear": {"columns": ["age", "capital gains"], "bins": 4}})
+    ages = train["age"].astype(float)
+    assert encoders["bin_edges"]["age"] == pytest.approx(ages.quantile([0, 0.25, 0.5, 0.75, 1]).tolist())
+    # Most rows have no capital gains: the quantiles below the top one are all 0 and merge into one edge.
+    assert len(encoders["bin_edges"]["capital gains"]) == 2
+    encoded = encode_table(test, encoders)
+    edges = encoders["bin_edges"]["age"]
+    for raw_age, row in zip(test["age"].astype(float), encoded[[f"age#{j}" for j in range(4)]].to_numpy()):
+        for j, value in enumerate(row):
+            expected = min(max((raw_age - edges[j]) / (edges[j + 1] - edges[j]), 0.0), 1.0)
+            assert value == pytest.approx(expected, abs=1e-6)
+    gains = np.log1p(test["capital gains"].astype(float))  # a log-scaled column is binned after log1p
+    low, high = encoders["bin_edges"]["capital gains"]
+    assert encoded["capital gains#0"].to_numpy() == pytest.approx(np.clip((gains - low) / (high - low), 0, 1), abs=1e-6)
+    schema = build_feature_schema(encoders, encoded)
+    assert schema["dense"] == [*params["dense_columns"], "age#0", "age#1", "age#2", "age#3", "capital gains#0"]
+    assert fit_encoders(train, without)["bin_edges"] == {}
+    with pytest.raises(ValueError, match="piecewise_linear columns \\['education'\\]"):
+        fit_encoders(train, {**without, "piecewise_linear": {"columns": ["education"], "bins": 4}})

@@ -109,6 +109,15 @@ def test_streaming_encoders_match_the_training_rows_and_read_one_chunk_at_a_time
     assert encoders["dense"]["price"]["std"] == pytest.approx(training["price"].std(ddof=0))
 
 
+@pytest.mark.parametrize(
+    "option",
+    [{"value_codes": {"columns": ["price"], "min_count": 3}}, {"piecewise_linear": {"columns": ["price"], "bins": 4}}],
+)
+def test_streaming_refuses_encodings_fitted_on_a_whole_table(option):
+    with pytest.raises(ValueError, match=f"{next(iter(option))} are fitted on tables held in memory"):
+        fit_streaming_encoders(ChunkSource(raw_table(), 64), {**PARAMS, **option})
+
+
 def test_streaming_preprocessing_writes_every_row_once_in_its_split(tmp_path):
     raw = raw_table()
     encoders = fit_streaming_encoders(ChunkSource(raw, 64), PARAMS)

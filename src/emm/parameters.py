@@ -80,11 +80,24 @@ class ValueCodes(_Strict):
     min_count: int
 
 
+class PiecewiseLinear(_Strict):
+    columns: list[str]
+    bins: int
+
+    @field_validator("bins")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+
 class DataProcessing(_Strict):
     tasks: list[Task]
     dense_columns: list[str] = []
     log_scaled_columns: list[str] = []
     value_codes: ValueCodes | None = None
+    piecewise_linear: PiecewiseLinear | None = None
     drop_columns: list[str] = []
     min_count: int | None = None
     validation_fraction: float

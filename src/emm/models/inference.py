@@ -828,13 +828,13 @@ def _pool_shapes(income_dims: list[tuple[int, ...]], never_married_dims: list[tu
 
 
 SMALL, LARGE = (128, 64), (256, 128, 64)
-CENSUS_POOL = _pool_shapes([SMALL, SMALL, LARGE], [SMALL, LARGE])  # conf/base/parameters_census.yml
+CENSUS_POOL = _pool_shapes([SMALL, LARGE], [SMALL, SMALL, LARGE])  # conf/base/parameters_census.yml
 
 
 def _census_like(pool_shapes=CENSUS_POOL, adapters: bool = False):
     """Random models of Census size: a pool of ``pool_shapes`` ((task index, hidden dims) per model), the census
     fusion and MMoE settings, the census vocabularies (data/04_feature/census/feature_schema.json, else 36
-    columns of 3 to 206 values, 7 dense)."""
+    columns of 3 to 206 values, 38 dense: 7 columns and 31 piecewise-linear bins)."""
     import json
     from pathlib import Path
 
@@ -851,7 +851,7 @@ def _census_like(pool_shapes=CENSUS_POOL, adapters: bool = False):
         sizes = torch.randint(3, 207, (36,), generator=generator).tolist()
         signature = {
             "categorical": [[f"c{i}", size] for i, size in enumerate(sizes)],
-            "dense": [f"d{i}" for i in range(7)],
+            "dense": [f"d{i}" for i in range(38)],
         }
     tasks = [f"task_{t}" for t in range(1 + max(task for task, _ in pool_shapes))]
     pool = {}

@@ -13,7 +13,11 @@ for the dense columns listed under ``value_codes``, a categorical twin ``<column
 (values seen at least ``min_count`` times in training, rarer ones share code 0). An MLP cannot cut a number
 at arbitrary thresholds the way a tree does; the twin lets it learn one embedding per frequent value
 (capital gains of exactly 15024, say), which on Census-Income lifts a single MLP's income AUC from about
-0.946 to 0.951 (docs/results.md).
+0.946 to 0.951 (docs/results.md). The dense columns listed under ``piecewise_linear`` also get a
+piecewise-linear encoding (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep
+Learning", 2022): ``bins`` bins between training quantiles, one dense column ``<column>#<j>`` per bin, 0 below
+it, 1 above it, the position within it in between, so that a first layer can give every stretch of the
+number its own slope (docs/method.md, "Features").
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ def label_column(task_name: str) -> str:
 
 def value_code_column(dense_column: str) -> str:
     return f"{dense_column}="
+
+
+def bin_columns(dense_column: str, edges: list[float]) -> list[str]:
+    """The piecewise-linear encoding's columns of a dense column: one per bin between its ``edges``."""
+    return [f"{dense_column}#{j}" for j in range(len(edges) - 1)]
 
 
 def _require_columns(table: pd.DataFrame, columns: list[str], role: str) -> None:
@@ -71,6 +80,22 @@ def _declared_columns(table: pd.DataFrame, params: dict) -> list[str]:
     return task_columns
 
 
+def _dense_columns_of(table: pd.DataFrame, option: dict, dense: list[str], key: str) -> list[str]:
+    """The columns an option of dense columns (``value_codes``, ``piecewise_linear``) names, checked."""
+    _require_columns(table, option["columns"], f"{key} columns")
+    not_dense = [column for column in option["columns"] if column not in dense]
+    if not_dense:
+        raise ValueError(f"{key} columns {not_dense} are not dense feature columns {dense}")
+    return option["columns"]
+
+
+def _bin_edges(values: np.ndarray, bins: int) -> list[float]:
+    """``bins`` + 1 training quantiles, equal ones merged: a column with few distinct values gets fewer
+    bins (a 0/1 column one, a constant none)."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+    return edges.tolist() if len(edges) > 1 else []
+
+
 def _log_scaled(values: np.ndarray, column: str) -> np.ndarray:
     if (values < 0).any():
         raise ValueError(f"Dense column {column!r} has negative values and cannot be log-scaled")
@@ -95,7 +120,9 @@ def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
     categorical = [column for column in features if column not in dense]
     log_scaled = set(params.get("log_scaled_columns", []))
 
-    dense_encoders = {}
+    piecewise_linear = params.get("piecewise_linear")
+    binned = _dense_columns_of(raw_train, piecewise_linear, dense, "piecewise_linear") if piecewise_linear else []
+    dense_encoders, bin_edges = {}, {}
     for column in dense:
         values = _numeric(raw_train, column)
         if column in log_scaled:
@@ -105,20 +132,19 @@ def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
             "mean": float(values.mean()),
             "std": float(values.std()) or 1.0,
         }
+        if column in binned:
+            bin_edges[column] = _bin_edges(values, piecewise_linear["bins"])
     value_codes = {}
     if params.get("value_codes"):
-        _require_columns(raw_train, params["value_codes"]["columns"], "Value-code columns")
-        not_dense = [column for column in params["value_codes"]["columns"] if column not in dense]
-        if not_dense:
-            raise ValueError(f"Value-code columns {not_dense} are not dense feature columns {dense}")
         min_count = params["value_codes"]["min_count"]
-        for column in params["value_codes"]["columns"]:
+        for column in _dense_columns_of(raw_train, params["value_codes"], dense, "value_codes"):
             counts = raw_train[column].value_counts()
             value_codes[column] = sorted(counts[counts >= min_count].index.tolist(), key=float)
     return {
         "categorical": {column: sorted(raw_train[column].unique().tolist()) for column in categorical},
         "dense": dense_encoders,
         "value_codes": value_codes,
+        "bin_edges": bin_edges,
         "tasks": [
             {"name": t["name"], "column": t["column"], "positive": list(t["positive"])} for t in tasks
         ],
@@ -149,12 +175,22 @@ def encode_features(raw: pd.DataFrame, encoders: dict) -> pd.DataFrame:
         columns[column] = _codes(raw[column], vocabulary)
     for column, vocabulary in encoders["value_codes"].items():
         columns[value_code_column(column)] = _value_codes(numbers[column], vocabulary)
+    unscaled = {}  # after log1p, before standardising: where the bin edges were fitted
     for column, scaler in encoders["dense"].items():
         values = numbers[column]
         if scaler["log1p"]:
             values = np.log1p(np.clip(values, 0, None))
+        unscaled[column] = values
         columns[column] = ((values - scaler["mean"]) / scaler["std"]).astype(np.float32)
+    for column, edges in encoders["bin_edges"].items():
+        columns.update(zip(bin_columns(column, edges), _piecewise_linear(unscaled[column], edges)))
     return pd.DataFrame(columns, index=pd.RangeIndex(len(raw)))
+
+
+def _piecewise_linear(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """[n_bins, N]: each value's place in each bin between ``edges``, clipped to [0, 1]."""
+    lower, upper = np.asarray(edges[:-1])[:, None], np.asarray(edges[1:])[:, None]
+    return np.clip((values[None, :] - lower) / (upper - lower), 0.0, 1.0).astype(np.float32)
 
 
 def _codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
@@ -218,7 +254,8 @@ def build_feature_schema(encoders: dict, train: pd.DataFrame | ParquetTable) -> 
             {"name": value_code_column(column), "vocabulary_size": len(vocabulary) + 1}
             for column, vocabulary in encoders["value_codes"].items()
         ],
-        "dense": list(encoders["dense"]),
+        "dense": list(encoders["dense"])
+        + [name for column, edges in encoders["bin_edges"].items() for name in bin_columns(column, edges)],
         "tasks": [
             {
                 **task,
@@ -264,8 +301,9 @@ def fit_streaming_encoders(raw_train, params: dict) -> dict:
     """``fit_encoders`` in one pass over the raw chunks, validation rows left out. Categorical values seen
     fewer than ``min_count`` times share code 0 with unseen ones; dense columns are standardised."""
     tasks = params["tasks"]
-    if params.get("value_codes"):
-        raise ValueError("value_codes are fitted on tables held in memory; remove them or set streaming: false")
+    for option in ("value_codes", "piecewise_linear"):
+        if params.get(option):
+            raise ValueError(f"{option} are fitted on tables held in memory; remove them or set streaming: false")
     log_scaled = set(params.get("log_scaled_columns", []))
     counts: dict[str, pd.Series] = {}
     sums: dict[str, np.ndarray] = {}
@@ -315,6 +353,7 @@ def fit_streaming_encoders(raw_train, params: dict) -> dict:
         },
         "dense": dense,
         "value_codes": {},
+        "bin_edges": {},
         "tasks": [{"name": t["name"], "column": t["column"], "positive": list(t["positive"])} for t in tasks],
     }
 
