@@ -26,7 +26,9 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def write_table(table: pd.DataFrame, out: Path, title: str) -> str:
     """One seed's ``table`` (an `option` column, then AUCs) as Markdown in ``out`` under ``title``, and as
-    CSV beside it (what :func:`spread` reads); returns the Markdown."""
+    CSV beside it (what :func:`spread` reads); returns the Markdown. ``out``'s folder is made if missing, so
+    that minutes of training are not lost to it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
     header = "| option | " + " | ".join(table.columns[1:]) + " |"
     lines = [title, "", header, "|---|" + "---|" * (len(table.columns) - 1)]

@@ -55,6 +55,8 @@ def test_option_table_written_by_one_seed_reads_back_for_the_spread(tmp_path):
     )
     text = options_spread.write_table(table, tmp_path / "options_seed_42.md", "Options, seed 42. AUC:")
     assert text == (tmp_path / "options_seed_42.md").read_text()
+    options_spread.write_table(table, tmp_path / "not yet made" / "options.md", "Options. AUC:")
+    assert (tmp_path / "not yet made" / "options.csv").is_file()
     assert "| EMM | 0.95354 |  |" in text and "| pool average | 0.95357 | 0.99471 |" in text
     means, _ = options_spread.spread([pd.read_csv(tmp_path / "options_seed_42.csv")], ["options_seed_42.csv"])
     assert means.loc["pool average", "average test"] == pytest.approx(0.99471)
