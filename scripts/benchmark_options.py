@@ -6,9 +6,10 @@
 For each seed: `kedro run --pipelines=data_processing,train_pool,decompose,fuse --namespaces=census
 --params=census.training.seed=<seed>` in the `seeds` environment (the pool, EMM and EMM+ of that seed, the
 very models `make benchmark-seeds` trains for it), then `scripts/fusion_options.py` and
-`scripts/pool_options.py` on them, their tables kept as `<out>/{fusion,pool}_options*_seed_<seed>.{md,csv}`.
-At the end `options_spread.write_spread` writes `<out>/fusion_options.md` and
-`<out>/pool_options_never_married.md`: every option's mean and spread over the seeds. ``--collected`` only
+`scripts/pool_options.py` (for never married, then income) on them, their tables kept as
+`<out>/{fusion,pool}_options*_seed_<seed>.{md,csv}`. At the end `options_spread.write_spread` writes
+`<out>/fusion_options.md`, `<out>/pool_options_never_married.md` and `<out>/pool_options_income.md`: every
+option's mean and spread over the seeds. ``--collected`` only
 tabulates the per-seed tables already in ``--out`` (seeds run in separate checkouts: copy their files in).
 """
 
@@ -23,7 +24,12 @@ from benchmark import timed
 from options_spread import write_spread
 
 SCRIPTS = Path(__file__).resolve().parent
-TABLES = {"fusion_options": "fusion_options", "pool_options": "pool_options_never_married"}
+# table -> (script, its arguments)
+TABLES = {
+    "fusion_options": ("fusion_options", []),
+    "pool_options_never_married": ("pool_options", ["--task", "never_married"]),
+    "pool_options_income": ("pool_options", ["--task", "income"]),
+}
 
 
 def run_seed(seed: int, out: Path) -> None:
@@ -31,9 +37,9 @@ def run_seed(seed: int, out: Path) -> None:
     kedro = str(Path(python).with_name("kedro"))
     timed([kedro, "run", "--pipelines=data_processing,train_pool,decompose,fuse", "--namespaces=census",
            f"--params=census.training.seed={seed}"])
-    for script, table in TABLES.items():
+    for table, (script, options) in TABLES.items():
         out_file = out / f"{table}_seed_{seed}.md"
-        timed([python, str(SCRIPTS / f"{script}.py"), "--seed", str(seed), "--out", str(out_file)])
+        timed([python, str(SCRIPTS / f"{script}.py"), *options, "--seed", str(seed), "--out", str(out_file)])
 
 
 def main() -> None:

@@ -3,18 +3,17 @@
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pool_options.py [--namespace census] [--task never_married] [--seed S]
                                                                [--out data/08_reporting/<namespace>/pool_options_<task>.md]
 
-EMM+'s never-married AUC follows the plain average of the never-married pool models' logits within 2e-5
-(docs/results.md), so a better pool is what could lift it. Each option retrains one of the task's pool
-models with one setting changed, by the project's loop, settings and seed (the model's own name, so
-"the same model again" reproduces the run's model), and is scored alone and in the task's pool average with
-the run's other model(s) of the task. Nothing in data/ is written but the report.
+EMM+'s AUC on a task follows the plain average of the task's pool models' logits closely (docs/results.md),
+so a better pool is what lifts it. Each option retrains one of the task's pool models with one setting
+changed, by the project's loop, settings and seed (the model's own name, so "the same model again"
+reproduces the run's model), and is scored alone and in the task's pool average with the run's other
+model(s) of the task. Nothing in data/ is written but the report.
 
-Options: the same model again (a control); dropout 0.3; weight decay 1e-5; embedding size 16; learning rate
-3e-4; batch 256 at learning rate 3e-4; SiLU and GELU in place of ReLU; trained on all training rows (pool
-and fusion rows); an exact-value code for `age` (its categorical twin, as the money columns have), for
-which the census files are encoded again in memory with `age` added to `data_processing.value_codes`; and a
-third model of the small shape from its own seed, averaged with both of the run's (what a third income
-model, `income_small_b`, does for income).
+Options: the same model again (a control); dropout 0.1 (the pool default before 0.3); the tables encoded
+without the piecewise-linear bins (`data_processing.piecewise_linear` removed; the census files are encoded
+again in memory), with dropout 0.3 and with 0.1 (the pool model as it was before both); and one more model
+of the small shape from its own seed, averaged with all of the run's. The run's pool average without each
+of its models is scored too (no training).
 """
 
 from __future__ import annotations
@@ -51,33 +50,25 @@ class Option(NamedTuple):
     which: str  # the task's model retrained: "small" or "large" by hidden layers
     model: dict = {}  # overrides of the model's settings
     training: dict = {}  # overrides of the training settings
-    tables: str = "run"  # "run" | "all rows" | "age codes"
-    joins: bool = False  # a new model "<which's name>_b" (its own seed) joins the run's models in the average
+    tables: str = "run"  # "run" | "no bins": encoded without data_processing.piecewise_linear
+    joins: bool = False  # a new model of which's shape and its own seed joins all the run's models in the average
 
 
 OPTIONS = [
     Option("the same model again (control)", "small"),
-    Option("dropout 0.3", "small", model={"dropout": 0.3}),
-    Option("weight decay 1e-5", "small", training={"weight_decay": 1.0e-5}),
-    Option("embedding size 16", "small", model={"embedding_dim": 16}),
-    Option("learning rate 3e-4", "small", training={"learning_rate": 3.0e-4}),
-    Option("batch 256, learning rate 3e-4", "small", training={"batch_size": 256, "learning_rate": 3.0e-4}),
-    Option("SiLU", "small", model={"activation": "SiLU"}),
-    Option("SiLU", "large", model={"activation": "SiLU"}),
-    Option("GELU", "small", model={"activation": "GELU"}),
-    Option("all training rows (pool + fusion)", "small", tables="all rows"),
-    Option("all training rows (pool + fusion)", "large", tables="all rows"),
-    Option("`age` exact-value code", "small", tables="age codes"),
-    Option("`age` exact-value code", "large", tables="age codes"),
-    Option("a third model, joining the two (as income's `income_small_b`)", "small", joins=True),
+    Option("dropout 0.1", "small", model={"dropout": 0.1}),
+    Option("dropout 0.1", "large", model={"dropout": 0.1}),
+    Option("no piecewise-linear bins", "small", tables="no bins"),
+    Option("no piecewise-linear bins", "large", tables="no bins"),
+    Option("no piecewise-linear bins, dropout 0.1", "small", model={"dropout": 0.1}, tables="no bins"),
+    Option("no piecewise-linear bins, dropout 0.1", "large", model={"dropout": 0.1}, tables="no bins"),
+    Option("one more model, joining the run's", "small", joins=True),
 ]
 
 
-def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> dict:
-    """The run's tables and schema again, with `age` added to the value-coded columns."""
-    settings = copy.deepcopy(data_processing)
-    value_codes = settings.setdefault("value_codes", {"columns": [], "min_count": 10})
-    value_codes["columns"] = ["age", *[c for c in value_codes["columns"] if c != "age"]]
+def encoded_without_bins(catalog, namespace: str, data_processing: dict) -> dict:
+    """The run's tables and schema again, encoded without the piecewise-linear bins."""
+    settings = {key: value for key, value in data_processing.items() if key != "piecewise_linear"}
     raw_train, raw_test = catalog.load(f"{namespace}.raw_train"), catalog.load(f"{namespace}.raw_test")
     encoders = fit_encoders(raw_train, settings)
     train = encode_table(raw_train, encoders)
@@ -86,6 +77,11 @@ def encoded_with_age_codes(catalog, namespace: str, data_processing: dict) -> di
     return with_model_inputs(
         {"schema": build_feature_schema(encoders, train), "pool_train": pool_train, "validation": validation, "test": test}
     )
+
+
+def joining_name(first: str, taken) -> str:
+    """``first`` with the first suffix _b, _c, ... that names none of the run's models: the name seeds it."""
+    return next(f"{first}_{letter}" for letter in "bcdefghijklmnopqrstuvwxyz" if f"{first}_{letter}" not in taken)
 
 
 def with_model_inputs(tables: dict) -> dict:
@@ -98,7 +94,7 @@ def _require_same_rows(tables: dict, run_tables: dict, task: str) -> None:
     for split in SCORED:
         ours, theirs = tables["inputs"][split].labels, run_tables["inputs"][split].labels
         if ours.shape != theirs.shape or not torch.equal(ours, theirs):
-            raise ValueError(f"The {split} rows encoded with `age` codes differ from the run's: not averaged ({task})")
+            raise ValueError(f"The {split} rows encoded without bins differ from the run's: not averaged ({task})")
 
 
 def main() -> None:
@@ -120,7 +116,7 @@ def main() -> None:
         run_tables = with_model_inputs(
             {
                 "schema": catalog.load(f"{namespace}.feature_schema"),
-                **{name: catalog.load(f"{namespace}.{name}") for name in ("train", "pool_train", *SCORED)},
+                **{name: catalog.load(f"{namespace}.{name}") for name in ("pool_train", *SCORED)},
             }
         )
         models = {
@@ -145,22 +141,26 @@ def main() -> None:
         rows = [(f"the run's `{name}`", scored(run_tables, run_logits[name]), None) for name in models]
         run_average = {s: np.mean([run_logits[name][s] for name in models], axis=0) for s in SCORED}
         rows.append(("the run's pool average", scored(run_tables, run_average), None))
+        if len(models) > 2:
+            for left_out in models:
+                kept = [name for name in models if name != left_out]
+                average = {s: np.mean([run_logits[name][s] for name in kept], axis=0) for s in SCORED}
+                rows.append((f"the run's pool average without `{left_out}`", scored(run_tables, average), None))
 
-        age_tables = None
+        unbinned_tables = None
         for option in OPTIONS:
             name = role[option.which]
-            if option.tables == "age codes":
-                if age_tables is None:
-                    age_tables = encoded_with_age_codes(catalog, namespace, params["data_processing"])
-                    _require_same_rows(age_tables, run_tables, task)
-                tables = age_tables
+            if option.tables == "no bins":
+                if unbinned_tables is None:
+                    unbinned_tables = encoded_without_bins(catalog, namespace, params["data_processing"])
+                    _require_same_rows(unbinned_tables, run_tables, task)
+                tables = unbinned_tables
             else:
                 tables = run_tables
-            train_rows = tables["train"] if option.tables == "all rows" else tables["pool_train"]
             model_params = {**copy.deepcopy(models[name]), **option.model}
-            trained_name = f"{name}_b" if option.joins else name  # the name seeds the model
+            trained_name = joining_name(name, models) if option.joins else name  # the name seeds the model
             model, _ = train_pool_model(
-                train_rows, tables["validation"], tables["schema"], model_params, params["pool"],
+                tables["pool_train"], tables["validation"], tables["schema"], model_params, params["pool"],
                 {**training, **option.training}, trained_name,
             )
             logits = model_logits(model, tables)
