@@ -170,7 +170,15 @@ class Fuse(_Strict):
 class Refine(_Strict):
     training_data: Literal["fusion_train", "train", "pool_train"] = "train"
     tune_components: bool = True
+    emm_share: float | Literal["validation"] = 0.5
     training: Training | None = None
+
+    @field_validator("emm_share")
+    @classmethod
+    def _share(cls, value: float | str) -> float | str:
+        if value != "validation" and not 0 <= value <= 1:
+            raise ValueError(f"must be between 0 and 1 or 'validation', got {value}")
+        return value
 
 
 class Baselines(_Strict):

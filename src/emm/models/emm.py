@@ -140,23 +140,28 @@ class EMM(nn.Module):
                 tower[-1].bias.zero_()
 
     @classmethod
-    def with_pool_heads(cls, fused: EMM, tune_components: bool = True) -> EMM:
-        """EMM+: the trained EMM ``fused`` plus its pool models' own chains and trained heads (``pool_heads``),
-        starting as the average of ``fused``'s logit and the mean logit of each task's pool models; with
-        ``tune_components`` every weight, components and heads included, is trainable for fine-tuning."""
+    def with_pool_heads(
+        cls, fused: EMM, tune_components: bool = True, emm_shares: list[float] | None = None
+    ) -> EMM:
+        """EMM+: the trained EMM ``fused`` plus its pool models' own chains and trained heads (``pool_heads``).
+        Task t starts as ``s_t * fused's logit + (1 - s_t) * the mean logit of t's pool models``, with
+        ``emm_shares`` s_t (0.5 each by default); with ``tune_components`` every weight, components and heads
+        included, is trainable for fine-tuning."""
         if fused.heads is not None:
             raise ValueError("This EMM has its pool heads already")
+        shares = [0.5] * len(fused.tasks) if emm_shares is None else list(emm_shares)
+        if len(shares) != len(fused.tasks) or not all(0 <= share <= 1 for share in shares):
+            raise ValueError(f"emm_shares needs one share in [0, 1] per task {fused.tasks}, got {shares}")
         model = cls(fused.decomposition, fused.tasks, {**fused.config, "pool_heads": True, "tune_components": tune_components})
         missing, unexpected = model.load_state_dict(fused.state_dict(), strict=False)
         own = [key for key in missing if not key.startswith(("heads.", "head_weights."))]
         if own or unexpected:
             raise ValueError(f"The fused model's weights do not fit its structure: missing {own}, unexpected {unexpected}")
         with torch.no_grad():
-            for tower in model.towers:
-                tower[-1].weight.mul_(0.5)
-                tower[-1].bias.mul_(0.5)
-            for weights in model.head_weights:
-                weights.mul_(0.5)
+            for tower, weights, share in zip(model.towers, model.head_weights, shares):
+                tower[-1].weight.mul_(share)
+                tower[-1].bias.mul_(share)
+                weights.mul_(1 - share)
         return model
 
     def components(self) -> list[nn.Module]:

@@ -147,14 +147,19 @@ def seed_model_initialisation(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@torch.no_grad()
 def predict(model: nn.Module, data: ModelInput, batch_size: int = 8192) -> np.ndarray:
     """Probabilities [N, n_model_tasks] in table order, the model in eval mode on the device it is on."""
+    return torch.sigmoid(torch.from_numpy(predict_logits(model, data, batch_size))).numpy()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: ModelInput, batch_size: int = 8192) -> np.ndarray:
+    """Logits [N, n_model_tasks] in table order, the model in eval mode on the device it is on."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     # Each chunk goes back to the CPU at once, so device memory holds one batch's output, not the table's.
-    chunks = [torch.sigmoid(model(batch.to(device))).cpu() for batch, _ in data.batches(batch_size)]
+    chunks = [model(batch.to(device)).cpu() for batch, _ in data.batches(batch_size)]
     model.train(was_training)
     return torch.cat(chunks).numpy()
 
