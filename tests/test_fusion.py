@@ -8,7 +8,9 @@ from emm.datasets.torch_model import TorchModelDataset
 from emm.models.akf import UNBOUNDED, FusionGate, MultiTaskMerge
 from emm.models.decomposition import decompose
 from emm.models.emm import EMM
-from emm.models.tabular import example_batch
+from emm.models.tabular import TabularData, example_batch
+from emm.models.training import auc, predict
+from emm.pipelines.fuse.nodes import SHARE_GRID, start_shares
 
 from helpers import SIGNATURE, heterogeneous_pool, make_model, warm_up_batch_norm
 
@@ -343,6 +345,53 @@ def test_emm_plus_starts_halfway_between_emm_and_its_pool_and_tunes_everything()
     training_step(plus)
     assert all(p.grad is not None for component in plus.components() for p in component.parameters())
     assert all(p.grad is not None for head in plus.heads for p in head.parameters())
+
+
+def trained_emm(steps: int = 3) -> EMM:
+    """An EMM whose towers and gates moved away from their initial values, in eval mode."""
+    fused = make_emm()
+    optimizer = torch.optim.Adam([p for p in fused.parameters() if p.requires_grad], lr=0.05)
+    fused.train()
+    for step in range(steps):
+        optimizer.zero_grad()
+        training_step(fused, seed=step)
+        optimizer.step()
+    return fused.eval()
+
+
+def test_emm_plus_starts_at_each_tasks_share_of_emm():
+    fused = trained_emm()
+    plus = EMM.with_pool_heads(fused, emm_shares=[0.2, 0.9]).eval()
+    batch = example_batch(SIGNATURE, batch_size=8, seed=9)
+    shares = torch.tensor([0.2, 0.9])
+    with torch.no_grad():
+        assert torch.allclose(plus(batch), shares * fused(batch) + (1 - shares) * pool_logits(plus, batch), atol=1e-6)
+    for bad in ([0.5], [0.5, 1.5]):
+        with pytest.raises(ValueError, match="one share in \\[0, 1\\] per task"):
+            EMM.with_pool_heads(fused, emm_shares=bad)
+
+
+def test_emm_plus_start_share_chosen_on_validation_is_the_grid_share_with_the_best_auc():
+    fused = trained_emm()
+    batch = example_batch(SIGNATURE, batch_size=400, seed=11)
+    with torch.no_grad():
+        emm_logits, pool = fused(batch), pool_logits(EMM.with_pool_heads(fused), batch)
+    noise = torch.randn(400, 2, generator=torch.Generator().manual_seed(3))
+    # Task a's labels follow EMM's logit, task b's the pool's: the best shares sit at opposite ends.
+    followed = torch.stack([emm_logits[:, 0], pool[:, 1]], dim=1)
+    followed = (followed - followed.mean(dim=0)) / followed.std(dim=0) + 0.3 * noise
+    labels = (followed > followed.median(dim=0).values).float()
+    validation = TabularData(batch.categorical, batch.dense, labels, ["a", "b"])
+    shares = start_shares(fused, validation, "validation")
+    scores = []  # each share's model built and scored whole: [share][task]
+    for share in SHARE_GRID:
+        probabilities = predict(EMM.with_pool_heads(fused, emm_shares=[share, share]), validation)
+        scores.append([auc(labels[:, column].numpy(), probabilities[:, column]) for column in range(2)])
+    for column, task in enumerate(["a", "b"]):
+        best = max(row[column] for row in scores)
+        assert shares[task] == max(share for share, row in zip(SHARE_GRID, scores) if row[column] >= best - 1e-12)
+    assert shares["a"] > shares["b"]
+    assert start_shares(fused, validation, 0.3) == {"a": 0.3, "b": 0.3}
 
 
 def test_emm_plus_saves_and_loads_with_identical_outputs(tmp_path):

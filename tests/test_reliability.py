@@ -148,6 +148,8 @@ def test_the_project_parameters_fit_the_schema(base_parameters):
         (["census", "fuse", "model", "use_mtm"], "true", "census.fuse.model.use_mtm: 'true' is a str, expected bool"),
         (["census", "pool", "models", "income_small", "task"], "incom", "census.pool.models.income_small.task: 'incom' is not one of"),
         (["census_3tasks", "training", "max_epoch"], 3, "census_3tasks.training.max_epoch: unknown training setting"),
+        (["census", "refine", "emm_share"], 1.5, "census.refine.emm_share: must be between 0 and 1 or 'validation'"),
+        (["census", "data_processing", "piecewise_linear", "bins"], 0, "census.data_processing.piecewise_linear.bins: must be at least 1"),
     ],
 )
 def test_a_bad_parameter_is_named_by_its_key_path(base_parameters, path, value, message):
