@@ -45,9 +45,9 @@ benchmark: install
 benchmark-seeds: install
 	$(BIN)/python scripts/benchmark_seeds.py --namespace census --seeds 42,43,44
 
-# The options measured on the way to EMM+ (scripts/fusion_options.py) and for never married
-# (scripts/pool_options.py), for model seeds 42, 43, 44 (13 min 43 s for seed 42 on 1 thread):
-# data/08_reporting/census/options/{fusion_options,pool_options_never_married}.md
+# The options measured on the way to EMM+ (scripts/fusion_options.py) and for the pool models of each task
+# (scripts/pool_options.py), for model seeds 42, 43, 44:
+# data/08_reporting/census/options/{fusion_options,pool_options_never_married,pool_options_income}.md
 benchmark-options: install
 	$(BIN)/python scripts/benchmark_options.py --seeds 42,43,44
 

@@ -9,7 +9,9 @@ train_pool, decompose and fuse stages). Each option is trained with the project'
 the pipeline seeds its models) and scored on the validation and test sets:
 
 - pool average: each task's pool models, their logits averaged (no training);
-- EMM + pool average: EMM+ as it starts, before fine-tuning (`refine.training.max_epochs: 0`);
+- EMM + pool average, half each: EMM+'s start with `refine.emm_share: 0.5`, before fine-tuning;
+- EMM + pool average with the shares of `refine.emm_share` (chosen on validation; printed): EMM+ as it starts;
+- EMM+ from half each: `refine.emm_share: 0.5`, fine-tuned;
 - EMM fine-tuned: EMM alone, every weight fine-tuned on all training rows as EMM+ is, without the heads;
 - pool heads from scratch: `fuse.model.pool_heads: true`, trained on the fusion rows like EMM (towers
   start at zero, so the model starts as the pool average);
@@ -36,7 +38,7 @@ from emm.datasets.torch_model import TorchModelDataset
 from emm.models.emm import EMM
 from emm.models.tabular import tabular_data
 from emm.models.training import TrainingConfig, auc, auc_per_task, predict
-from emm.pipelines.fuse.nodes import refine_fused_model, train_fused_model
+from emm.pipelines.fuse.nodes import refine_fused_model, start_shares, train_fused_model
 from emm.pipelines.model_training import train_model
 from options_spread import logit, write_table
 
@@ -95,8 +97,11 @@ def main() -> None:
 
     rows = {"EMM": model_scores(emm), "pool average": scores(pool_average)}
     refine = params["refine"]
-    start = EMM.with_pool_heads(emm)
-    rows["EMM + pool average (EMM+ before fine-tuning)"] = model_scores(start)
+    rows["EMM + pool average, half each (emm_share 0.5, before fine-tuning)"] = model_scores(EMM.with_pool_heads(emm))
+    shares = start_shares(emm, data["validation"], refine.get("emm_share", 0.5))
+    start = EMM.with_pool_heads(emm, emm_shares=[shares[task] for task in tasks])
+    print(f"EMM's start shares: {shares}", flush=True)
+    rows["EMM + pool average, shares of refine.emm_share (EMM+ before fine-tuning)"] = model_scores(start)
 
     def refined(name: str, **overrides) -> torch.nn.Module:
         settings = copy.deepcopy(refine)
@@ -107,6 +112,7 @@ def main() -> None:
 
     emm_plus = refined("emm_plus")
     rows["EMM+ (default: fine-tuned)"] = model_scores(emm_plus)
+    rows["EMM+ from half each (emm_share 0.5), fine-tuned"] = model_scores(refined("emm_plus", emm_share=0.5))
     rows["EMM+ weights averaged with its start (WiSE-FT, alpha 0.5)"] = model_scores(halfway(start, emm_plus))
     rows["EMM+, frozen components"] = model_scores(refined("emm_plus", tune_components=False))
     rows["EMM+, learning rate 1e-4"] = model_scores(refined("emm_plus", training={"learning_rate": 1e-4}))
