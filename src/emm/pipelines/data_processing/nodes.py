@@ -80,13 +80,14 @@ def _declared_columns(table: pd.DataFrame, params: dict) -> list[str]:
     return task_columns
 
 
-def _dense_columns_of(table: pd.DataFrame, option: dict, dense: list[str], key: str) -> list[str]:
-    """The columns an option of dense columns (``value_codes``, ``piecewise_linear``) names, checked."""
+def _dense_columns_of(table: pd.DataFrame, option: dict, params: dict, dense: list[str], key: str) -> list[str]:
+    """The feature columns among those an option of dense columns (``value_codes``, ``piecewise_linear``)
+    names, checked against the declared ``dense_columns``; a dense column used as a label is left out."""
     _require_columns(table, option["columns"], f"{key} columns")
-    not_dense = [column for column in option["columns"] if column not in dense]
+    not_dense = [column for column in option["columns"] if column not in params["dense_columns"]]
     if not_dense:
-        raise ValueError(f"{key} columns {not_dense} are not dense feature columns {dense}")
-    return option["columns"]
+        raise ValueError(f"{key} columns {not_dense} are not dense columns {params['dense_columns']}")
+    return [column for column in option["columns"] if column in dense]
 
 
 def _bin_edges(values: np.ndarray, bins: int) -> list[float]:
@@ -121,7 +122,7 @@ def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
     log_scaled = set(params.get("log_scaled_columns", []))
 
     piecewise_linear = params.get("piecewise_linear")
-    binned = _dense_columns_of(raw_train, piecewise_linear, dense, "piecewise_linear") if piecewise_linear else []
+    binned = _dense_columns_of(raw_train, piecewise_linear, params, dense, "piecewise_linear") if piecewise_linear else []
     dense_encoders, bin_edges = {}, {}
     for column in dense:
         values = _numeric(raw_train, column)
@@ -137,7 +138,7 @@ def fit_encoders(raw_train: pd.DataFrame, params: dict) -> dict:
     value_codes = {}
     if params.get("value_codes"):
         min_count = params["value_codes"]["min_count"]
-        for column in _dense_columns_of(raw_train, params["value_codes"], dense, "value_codes"):
+        for column in _dense_columns_of(raw_train, params["value_codes"], params, dense, "value_codes"):
             counts = raw_train[column].value_counts()
             value_codes[column] = sorted(counts[counts >= min_count].index.tolist(), key=float)
     return {
