@@ -9,10 +9,10 @@ weights: after more training, build it again. What it does differently, none of 
 - eval BatchNorm is folded into the Linear before it (or after it), dropout is left out;
 - level 1: every embedding of the batch (each level-1 component's own, and the gates') is folded with the
   Linear that reads it into one table, row ``v`` of column ``i`` holding ``E_i[v] @ W_i^T`` of all of them
-  side by side, the dense columns as weighted rows of the same table, the biases in the first column's rows.
-  So the first Linear of every level-1 component and every level-1 gate is one ``embedding_bag`` (sum) over
-  the batch's codes: one gather for all embeddings, and ``n_columns`` row additions in place of
-  ``n_columns * embedding_dim + n_dense`` multiply-adds per output. Columns of small vocabularies share
+  side by side, the biases in the first column's rows. So the first Linear of every level-1 component and
+  every level-1 gate is one ``embedding_bag`` (sum) over the batch's codes plus one matmul of the dense
+  columns: one gather for all embeddings, and ``n_columns`` row additions in place of
+  ``n_columns * embedding_dim`` multiply-adds per output. Columns of small vocabularies share
   rows (one row per combination of their values, ``FOLD_GROUP_ROWS``), which cuts the rows gathered: 25 in
   place of 43 a sample on Census. Columns whose vocabulary would make the table larger than ``fold_bytes``
   are gathered (one gather for every embedding) and multiplied instead. The table's width is padded to a
@@ -506,8 +506,9 @@ class InferenceEMM(nn.Module):
 
         Folded columns (the smallest vocabularies, while the table stays within ``fold_bytes``): row
         ``offset_i + v`` of one table holds every block's Linear applied to its embedding of value v of
-        column i, the biases in the first folded column's rows; the dense columns' weights are the last rows,
-        weighted by the dense values. One ``embedding_bag`` sums them. Columns of small vocabularies share
+        column i, the biases in the first folded column's rows. One ``embedding_bag`` sums them; the dense
+        columns go through one matmul after it (as table rows weighted by the values they cost the bag
+        more than the matmul: 38 of them on Census). Columns of small vocabularies share
         rows (``FOLD_GROUP_ROWS``): a group's row for a combination of values holds the sum of its columns'
         rows, so the bag gathers one row per group. Other columns (vocabularies too large
         to fold): one gather of every embedding's rows side by side, then one matmul per embedding."""
@@ -527,25 +528,24 @@ class InferenceEMM(nn.Module):
 
         embeddings = list({id(embedding): embedding for embedding, _ in blocks}.values())
         slots = {id(e): sum(x.embedding_dim for x in embeddings[:k]) for k, e in enumerate(embeddings)}
-        column_blocks, start, raw_readers = [], 0, {}
+        column_blocks, dense_blocks, biases, start, raw_readers = [], [], [], 0, {}
         for embedding, reader in blocks:
             weight, d = reader.weight, embedding.embedding_dim  # [out, n_categorical * d + n_dense]
             column_rows = {
                 i: embedding.tables[i].weight.detach().double() @ weight[:, i * d : (i + 1) * d].T for i in folded
             }
             rows = [_joint_rows([column_rows[i] for i in group]) for group in groups]
-            dense = weight[:, n_categorical * d :].T  # [n_dense, out]
             if rows:
                 rows[0] = rows[0] + reader.bias
-            else:  # the bias as a row of its own, weighted 1
-                dense = torch.cat([dense, reader.bias[None, :]])
-            column_blocks.append(torch.cat([*rows, dense]))
+            column_blocks.append(torch.cat(rows) if rows else reader.weight.new_zeros(0, reader.weight.shape[0]))
+            dense_blocks.append(weight[:, n_categorical * d :].T)  # [n_dense, out]
+            biases.append(reader.bias)
             if raw:  # rows (raw column, embedding dim) of this reader's Linear, for the matmul on gathered rows
                 raw_weight = torch.cat([weight[:, i * d : (i + 1) * d].T for i in raw])  # [len(raw) * d, out]
                 raw_readers.setdefault(id(embedding), []).append((start, raw_weight))
             start += reader.weight.shape[0]
         table = torch.cat(column_blocks, dim=1)
-        self.n_folded, self.bias_row = len(groups), 0 if groups else 1
+        self.n_folded = len(groups)
         # Each group's joint code, sum_k code_k * stride_k, from a gather [B, n_groups, longest group]; the
         # shorter groups padded with column 0 at stride 0.
         longest = max((len(group) for group in groups), default=0)
@@ -559,8 +559,10 @@ class InferenceEMM(nn.Module):
             tensor = torch.tensor(values, dtype=torch.int64).reshape(len(groups), longest)
             self.register_buffer(name, tensor, persistent=False)
         self.register_buffer("offsets", _starts(group_sizes), persistent=False)
-        dense_rows = torch.arange(sum(group_sizes), table.shape[0])  # the dense columns, a bias row
-        self.register_buffer("dense_rows", dense_rows, persistent=False)
+        padding = (0, -table.shape[1] % 16)
+        self.register_buffer("dense_weight", F.pad(torch.cat(dense_blocks, dim=1), padding).float(), persistent=False)
+        # Without folded columns no table row carries the biases: the dense matmul adds them.
+        self.register_buffer("first_bias", F.pad(torch.cat(biases), padding).float(), persistent=False)
         self.raw_matmuls = []
         if raw:
             raw_table = torch.cat(
@@ -578,8 +580,7 @@ class InferenceEMM(nn.Module):
                 slot = slots[id(embedding)]
                 name = self._buffer(weight.float().contiguous(), "raw_weight")
                 self.raw_matmuls.append((slot, slot + embedding.embedding_dim, first, last, name))
-        table = F.pad(table, (0, -table.shape[1] % 16))
-        return self._buffer(table.float().contiguous(), "table")
+        return self._buffer(F.pad(table, padding).float().contiguous(), "table")
 
     def _plan_mtm(self, level) -> dict:
         """Every task's MTM stacked: h_t -> [Q | K | V], the selected output -> [K | V] ("own" query) or
@@ -656,15 +657,14 @@ class InferenceEMM(nn.Module):
 
     def _first_matmul(self, plan: _LevelPlan, categorical: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Level 1's first Linear of every component and every gate, [B, W]: one ``embedding_bag`` over
-        the folded columns and the dense ones, plus a matmul per embedding for unfolded columns."""
+        the folded columns, one matmul of the dense ones, and a matmul per embedding for unfolded columns."""
         rows = categorical.shape[0]
-        folded = (categorical[:, self.group_columns] * self.group_strides).sum(-1)  # [B, n_groups]
-        indices, weights = folded + self.offsets, None
-        if self.dense_rows.shape[0]:  # dense columns (and a bias row): table rows weighted by the values
-            indices = torch.cat([indices, self.dense_rows.expand(rows, -1)], dim=1)
-            ones_before, ones_after = dense.new_ones(rows, self.n_folded), dense.new_ones(rows, self.bias_row)
-            weights = torch.cat([ones_before, dense, ones_after], dim=1)
-        y = F.embedding_bag(indices, self._buffers[plan.first], mode="sum", per_sample_weights=weights)
+        if self.n_folded:
+            folded = (categorical[:, self.group_columns] * self.group_strides).sum(-1)  # [B, n_groups]
+            y = F.embedding_bag(folded + self.offsets, self._buffers[plan.first], mode="sum")
+            y = y.addmm_(dense, self.dense_weight)
+        else:
+            y = torch.addmm(self.first_bias, dense, self.dense_weight)
         if self.raw_matmuls:
             gathered = F.embedding(categorical.index_select(1, self.raw_columns) + self.raw_offsets, self.raw_table)
             for slot, slot_end, first, last, weight in self.raw_matmuls:
