@@ -60,7 +60,13 @@ def tiny_run(base_parameters: dict, namespaces) -> dict:
                 }
             },
             "baselines": {"models": {name: TINY_BASELINES[name] for name in base.get("baselines", {}).get("models", {})}},
-            "evaluate": {"throughput_rows": 2048, "throughput_batch_size": 512, "throughput_repeats": 1},
+            "evaluate": {
+                "throughput_rows": 2048,
+                "throughput_batch_size": 512,
+                "throughput_repeats": 1,
+                "latency_calls": 10,
+                "latency_warm_up": 2,
+            },
         }
     return parameters
 

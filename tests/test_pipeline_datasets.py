@@ -46,7 +46,10 @@ def tiny_parameters(namespace: str, samples: bool) -> dict:
             }
         },
         "baselines": {"models": TINY_BASELINES},
-        "evaluate": {"throughput_rows": 512, "throughput_batch_size": 256, "throughput_repeats": 1},
+        "evaluate": {
+            "throughput_rows": 512, "throughput_batch_size": 256, "throughput_repeats": 1,
+            "latency_calls": 10, "latency_warm_up": 2,
+        },  # fmt: skip
     }
 
 
