@@ -56,8 +56,11 @@ def main() -> None:
     if not arguments.collected:
         for seed in seeds:
             run_seed(seed, arguments.out)
-    for table in TABLES.values():
+    for table in TABLES:
         per_seed = [arguments.out / f"{table}_seed_{seed}.csv" for seed in seeds]
+        missing = [str(path) for path in per_seed if not path.exists()]
+        if missing:
+            sys.exit(f"No table of {table} for every seed: {', '.join(missing)} missing")
         print(write_spread(per_seed, arguments.out / f"{table}.md"))
 
 

@@ -66,6 +66,24 @@ def test_option_table_written_by_one_seed_reads_back_for_the_spread(tmp_path):
     assert "| pool average | 0.95357 | 0.99471 |" in spread_text
 
 
+def test_collected_options_tabulate_every_table_over_the_seeds_and_name_a_missing_seed(tmp_path):
+    import subprocess
+    import sys
+
+    tables = ("fusion_options", "pool_options_never_married", "pool_options_income")
+    for seed, auc in ((42, 0.950), (43, 0.952)):
+        for table in tables:
+            _seed_table(auc, auc + 0.004).to_csv(tmp_path / f"{table}_seed_{seed}.csv", index=False)
+    command = [sys.executable, str(SCRIPTS / "benchmark_options.py"), "--collected", "--out", str(tmp_path)]
+    done = subprocess.run([*command, "--seeds", "42,43"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for table in tables:
+        assert "| EMM+ | 0.95500 ± 0.00141 |" in (tmp_path / f"{table}.md").read_text()
+    failed = subprocess.run([*command, "--seeds", "42,44"], capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "fusion_options_seed_44.csv" in failed.stderr
+
+
 def test_logit_is_finite_at_certain_probabilities_and_inverts_the_sigmoid():
     options_spread = _script("options_spread")
     p = np.array([0.0, 0.25, 0.5, 1.0])
