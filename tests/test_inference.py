@@ -364,10 +364,11 @@ def test_the_cost_table_names_the_device_the_models_were_timed_on():
         assert timed["device"].iloc[0] == torch.cuda.get_device_name() and timed["max_logit_difference"].iloc[1] < 1e-5
 
 
-def test_the_cost_table_times_the_models_taking_turns_pass_by_pass():
-    """A spell of other load on the machine must slow a pass of every model, not every pass of one."""
+def test_the_cost_table_times_the_models_taking_turns_pass_by_pass_and_round_by_round():
+    """A spell of other load on the machine must slow a pass (of rows/s) or a round (of single-row calls)
+    of every model, not every pass or call of one."""
     from emm.models.tabular import TabularData
-    from emm.pipelines.evaluate.nodes import _rows_per_second
+    from emm.pipelines.evaluate.nodes import LATENCY_ROUNDS, _latencies_ms, _rows_per_second
 
     calls = []
 
@@ -385,6 +386,13 @@ def test_the_cost_table_times_the_models_taking_turns_pass_by_pass():
     one_pass = ["a", "a", "b", "c", "b", "c"]  # two batches of 16 rows; an entry of two models runs both per batch
     assert calls == one_pass * 3  # the untimed pass, then two timed ones
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
+
+    calls.clear()
+    entries = [[Recorder("a")], [Recorder("b"), Recorder("c")]]
+    latencies = _latencies_ms(entries, data, 2 * LATENCY_ROUNDS, 1, torch.device("cpu"))
+    one_round = ["a", "a", "b", "c", "b", "c"]  # two calls per round; an entry of two models runs both a call
+    assert calls == ["a", "b", "c"] + one_round * LATENCY_ROUNDS  # the untimed call, then the rounds
+    assert len(latencies) == 2 and all(latency > 0 for latency in latencies)
 
 
 def test_form_of_emm_plus_where_the_pool_chains_of_one_level_1_group_part_at_level_2():

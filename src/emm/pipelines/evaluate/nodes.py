@@ -133,27 +133,41 @@ def _rows_per_second(
     return [len(data) / seconds for seconds in best]
 
 
+# Single-row calls are timed in this many rounds, the entries taking turns round by round.
+LATENCY_ROUNDS = 10
+
+
 @torch.inference_mode()
-def _latency_ms(models: list[nn.Module], data: TabularData, calls: int, warm_up: int, device: torch.device) -> float:
-    """Median milliseconds of one call on a single row, over ``calls`` calls on the table's first rows
-    (cycled when it has fewer) after ``warm_up`` untimed ones; several models run one after the other. The
+def _latencies_ms(
+    entries: list[list[nn.Module]], data: TabularData, calls: int, warm_up: int, device: torch.device
+) -> list[float]:
+    """Median milliseconds of one call on a single row of each entry, over ``calls`` calls on the table's
+    first rows (cycled when it has fewer) after ``warm_up`` untimed ones; an entry of several models runs
+    them one after the other. The calls are split into ``LATENCY_ROUNDS`` rounds and the entries take turns
+    round by round, so that a spell of other load slows a round of every entry rather than every call of
+    one; a round is several calls long so that an entry's weights are back in cache after its first. The
     row is on ``device`` before the clock starts; the time runs until the result is there."""
-    for model in models:
-        model.eval()
+    for models in entries:
+        for model in models:
+            model.eval()
     rows = [data.batch(slice(i, i + 1))[0].to(device) for i in range(min(calls, len(data)))]
     rows = [rows[i % len(rows)] for i in range(calls)]
     for batch in rows[:warm_up]:
-        for model in models:
-            model(batch)
-    times = []
-    for batch in rows:
-        _synchronize(device)
-        started = time.perf_counter()
-        for model in models:
-            model(batch)
-        _synchronize(device)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1e3)
+        for models in entries:
+            for model in models:
+                model(batch)
+    round_calls = -(-calls // LATENCY_ROUNDS)
+    times: list[list[float]] = [[] for _ in entries]
+    for first in range(0, calls, round_calls):
+        for index, models in enumerate(entries):
+            for batch in rows[first : first + round_calls]:
+                _synchronize(device)
+                started = time.perf_counter()
+                for model in models:
+                    model(batch)
+                _synchronize(device)
+                times[index].append(time.perf_counter() - started)
+    return [float(np.median(entry_times) * 1e3) for entry_times in times]
 
 
 def _synchronize(device: torch.device) -> None:
@@ -262,9 +276,9 @@ def measure_costs(
         )
         timed.append([models[name] for name in pool])
     throughputs = _rows_per_second(timed, data, batch_size, repeats, device)
-    for row, entry, throughput in zip(table, timed, throughputs):
-        row["rows_per_second"] = throughput
-        row["latency_ms"] = _latency_ms(entry, data, calls, warm_up, device)
+    latencies = _latencies_ms(timed, data, calls, warm_up, device)
+    for row, throughput, latency in zip(table, throughputs, latencies):
+        row["rows_per_second"], row["latency_ms"] = throughput, latency
     frame = pd.DataFrame(table)
     for column in ("build_seconds", "max_logit_difference"):
         if column not in frame:

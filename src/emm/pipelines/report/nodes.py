@@ -108,7 +108,8 @@ def cost_markdown(costs: pd.DataFrame, labels: dict) -> str:
     where = f"CPU with {threads} thread{'s' if threads != 1 else ''}" if device == "cpu" else device
     lines = [
         f"Inference on {where}: {timing}, every model measured in one process on the same rows, the models "
-        "taking turns pass by pass for rows/s, with freed buffers kept for reuse "
+        "taking turns pass by pass for rows/s and round by round of single-row calls for latency, with freed "
+        "buffers kept for reuse "
         "(`emm.models.inference.keep_freed_memory`).",
         "",
         "| model | role | trainable parameters | frozen parameters | training s | rows/s |"
