@@ -507,8 +507,8 @@ class InferenceEMM(nn.Module):
         Folded columns (the smallest vocabularies, while the table stays within ``fold_bytes``): row
         ``offset_i + v`` of one table holds every block's Linear applied to its embedding of value v of
         column i, the biases in the first folded column's rows. One ``embedding_bag`` sums them; the dense
-        columns go through one matmul after it (as table rows weighted by the values they cost the bag
-        more than the matmul: 38 of them on Census). Columns of small vocabularies share
+        columns go through one matmul after it (as table rows weighted by their values, the 38 of Census
+        cost the bag twice what the matmul costs). Columns of small vocabularies share
         rows (``FOLD_GROUP_ROWS``): a group's row for a combination of values holds the sum of its columns'
         rows, so the bag gathers one row per group. Other columns (vocabularies too large
         to fold): one gather of every embedding's rows side by side, then one matmul per embedding."""
