@@ -41,7 +41,7 @@ benchmark: install
 	$(BIN)/python scripts/benchmark.py
 
 # Table I with spread: the Census 2-task comparison retrained for model seeds 42, 43, 44 on the same split
-# (~25 min a seed on 2 cores): data/08_reporting/census/seeds/table_1_seeds.md
+# (1 thread a run; times in docs/results.md, "Table I over three seeds"): data/08_reporting/census/seeds/table_1_seeds.md
 benchmark-seeds: install
 	$(BIN)/python scripts/benchmark_seeds.py --namespace census --seeds 42,43,44
 
