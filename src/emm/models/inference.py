@@ -26,7 +26,8 @@ weights: after more training, build it again. What it does differently, none of 
 The fusion gate's choice is an argmax: with three or more tasks, a sample whose two largest fusion gate
 values (other than its own task's) tie to float rounding may pick the other task than the eager model.
 
-What it gains is bounded by the arithmetic the model needs. On the Census pool (1 thread, this repo's
+What it gains is bounded by the arithmetic the model needs. On the Census pool before the piecewise-linear
+bins (7 dense inputs; today's figures: docs/results.md, "Inference"; 1 thread, this repo's
 ``python -m emm.models.inference``, allocator set by :func:`keep_freed_memory`) the form runs ~2.1x the
 eager EMM's rows/s at batch 4096 (92-94k against MMoE's 78-79k) and answers one row in 0.32-0.33 ms against
 MMoE's 0.66-0.69 ms. On the earlier, wider pool (``--pools wide``: first level 256 wide, ~1.2 M
@@ -507,8 +508,8 @@ class InferenceEMM(nn.Module):
         Folded columns (the smallest vocabularies, while the table stays within ``fold_bytes``): row
         ``offset_i + v`` of one table holds every block's Linear applied to its embedding of value v of
         column i, the biases in the first folded column's rows. One ``embedding_bag`` sums them; the dense
-        columns go through one matmul after it (as table rows weighted by their values, the 38 of Census
-        cost the bag twice what the matmul costs). Columns of small vocabularies share
+        columns go through one matmul after it (as table rows weighted by their values, Census's 38 made the
+        bag gather 38 more rows a sample and the form slower: docs/results.md, "Inference"). Columns of small vocabularies share
         rows (``FOLD_GROUP_ROWS``): a group's row for a combination of values holds the sum of its columns'
         rows, so the bag gathers one row per group. Other columns (vocabularies too large
         to fold): one gather of every embedding's rows side by side, then one matmul per embedding."""
