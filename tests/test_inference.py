@@ -143,6 +143,11 @@ def test_form_predicts_as_the_eager_model_when_tasks_have_different_numbers_of_m
     pool = _pool(tasks)
     del pool["b_large"]
     assert_same_logits(_emm(pool, tasks, **config))
+    # The first group of level 1 leaves task b out: h_b's first term comes from the group after it
+    pool = {name: pool[name] for name in ("a_large", "a_small", "b_small", "c_small")}
+    model = _emm(pool, tasks, **config)
+    assert not inference_form(model).plans[0].groups[0].one_per_task  # what this pool is for
+    assert_same_logits(model)
 
 
 def test_form_predicts_as_the_eager_model_with_unfrozen_fine_tuned_components():
