@@ -13,8 +13,8 @@ weights: after more training, build it again. What it does differently, none of 
   every level-1 gate is one ``embedding_bag`` (sum) over the batch's codes plus one matmul of the dense
   columns: one gather for all embeddings, and ``n_columns`` row additions in place of
   ``n_columns * embedding_dim`` multiply-adds per output. Columns of small vocabularies share
-  rows (one row per combination of their values, ``FOLD_GROUP_ROWS``), which cuts the rows gathered: 25 in
-  place of 43 a sample on Census. Columns whose vocabulary would make the table larger than ``fold_bytes``
+  rows (one row per combination of their values, ``FOLD_GROUP_ROWS``), which cuts the rows gathered: 18 in
+  place of 36 a sample on Census. Columns whose vocabulary would make the table larger than ``fold_bytes``
   are gathered (one gather for every embedding) and multiplied instead. The table's width is padded to a
   multiple of 16 floats (64 bytes), as are the deeper levels' first matmuls: aligned rows run faster;
 - deeper levels: the first Linears of a task's components and the task's gates read the same z_t, so they
