@@ -31,7 +31,8 @@ from conftest import PROJECT_ROOT
 from emm.datasets.census_income import read_census_file
 from emm.parameters import ParameterError, validate_parameters
 from emm.pipelines.data_processing.nodes import encode_features, encode_table, fit_encoders, label_column
-from emm.pipelines.serving.nodes import ServingInputError, serving_rows
+from emm.pipelines.serving import nodes as serving_nodes
+from emm.pipelines.serving.nodes import ServingInputError, predict_probabilities, serving_rows
 from emm.pipelines.serving.registry import CHAMPION, SCORE_TAG, ServingRunError, becomes_champion, mean_validation_auc
 from helpers import tiny_project
 
@@ -290,8 +291,28 @@ def test_the_served_model_gives_the_pipelines_own_test_predictions(server, test_
     status, body = post(server, rows)  # the full UCI rows: label and dropped columns are ignored
     assert status == 200, body
     served = pd.DataFrame(body["predictions"])
-    for task in TASKS:
-        np.testing.assert_allclose(served[task], predictions[f"emm_plus.{task}"], rtol=0, atol=1e-6)
+    for task in TASKS:  # served through the inference form: logits within 1e-5 of the eager model's
+        np.testing.assert_allclose(served[task], predictions[f"emm_plus.{task}"], rtol=0, atol=1e-5)
+
+
+def test_the_served_model_answers_through_its_inference_form_built_once(served, monkeypatch):
+    _, catalog, _ = served
+    model, schema = catalog.load("census.emm_plus_model"), catalog.load("census.feature_schema")
+    features = catalog.load("census.test").read().head(200)
+    eager = predict_probabilities(features, schema, model, use_inference_form=False)
+    builds, build = [], serving_nodes.inference_form
+
+    def counted_form(fused_model):
+        builds.append(fused_model)
+        return build(fused_model)
+
+    monkeypatch.setattr(serving_nodes, "_FORMS", serving_nodes.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(serving_nodes, "inference_form", counted_form)
+    through_form = [predict_probabilities(features, schema, model) for _ in range(2)]
+    assert builds == [model]  # the first request builds it, the second reuses it
+    for answer in through_form:
+        pd.testing.assert_frame_equal(answer, eager, check_exact=False, rtol=0, atol=1e-5)
+        assert (answer - eager).abs().to_numpy().max() > 0  # answered by the form, not by the eager model
 
 
 def test_bad_requests_get_a_400_naming_the_column_and_the_server_keeps_serving(server, test_rows):

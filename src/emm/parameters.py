@@ -238,6 +238,7 @@ class Serving(_Strict):
 
     fused_model: Literal["emm", "emm_plus"] = "emm_plus"
     input_example_rows: int = 5
+    inference_form: bool = True
 
     @field_validator("input_example_rows")
     @classmethod

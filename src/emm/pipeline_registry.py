@@ -86,6 +86,7 @@ def serving_pipeline(namespace: str, parameters: dict) -> Pipeline:
         fused_model=settings.get("fused_model", "emm_plus" if parameters.get("refine") else "emm"),
         input_example_rows=settings.get("input_example_rows", 5),
         raw_data=parameters.get("raw_data"),
+        inference_form=settings.get("inference_form", True),
     )
 
 

@@ -154,8 +154,9 @@ def predict(model: nn.Module, data: ModelInput, batch_size: int = 8192) -> np.nd
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ModelInput, batch_size: int = 8192) -> np.ndarray:
-    """Logits [N, n_model_tasks] in table order, the model in eval mode on the device it is on."""
-    device = next(model.parameters()).device
+    """Logits [N, n_model_tasks] in table order, the model in eval mode on the device it is on (that of its
+    first parameter, or buffer for a model without parameters: an inference form)."""
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     was_training = model.training
     model.eval()
     # Each chunk goes back to the CPU at once, so device memory holds one batch's output, not the table's.

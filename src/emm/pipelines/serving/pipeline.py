@@ -30,10 +30,15 @@ AUTO = "auto"
 
 
 def create_pipeline(
-    namespace: str, fused_model: str, input_example_rows: int, raw_data: str | None = None
+    namespace: str,
+    fused_model: str,
+    input_example_rows: int,
+    raw_data: str | None = None,
+    inference_form: bool = True,
 ) -> PipelineML:
     """The serving pipeline of ``namespace``; ``fused_model`` is ``emm`` or ``emm_plus``; ``raw_data``
-    names the namespace whose raw files it reads (the namespace itself by default)."""
+    names the namespace whose raw files it reads (the namespace itself by default); ``inference_form``:
+    the model answers through its inference form (emm.models.inference) rather than eagerly."""
     training = Pipeline(
         [
             node(
@@ -55,7 +60,7 @@ def create_pipeline(
             node(serving_rows, [SERVING_INPUT, "encoders"], "checked_serving_input", name="check_serving_input"),
             node(encode_features, ["checked_serving_input", "encoders"], "serving_features", name="encode_features"),
             node(
-                predict_probabilities,
+                bind(predict_probabilities, use_inference_form=inference_form),
                 ["serving_features", "feature_schema", f"{fused_model}_model"],
                 "serving_probabilities",
                 name="predict_probabilities",
