@@ -82,7 +82,8 @@ def schema_columns(columns, schema: dict, with_labels: bool = True) -> tuple[lis
     ``columns``."""
     categorical_columns = [column["name"] for column in schema["categorical"]]
     label_columns = [task["label_column"] for task in schema["tasks"]] if with_labels else []
-    missing = [c for c in categorical_columns + schema["dense"] + label_columns if c not in set(columns)]
+    present = set(columns)
+    missing = [c for c in categorical_columns + schema["dense"] + label_columns if c not in present]
     if missing:
         raise KeyError(f"Encoded table lacks the schema's columns {missing}")
     return categorical_columns, label_columns
