@@ -2,6 +2,8 @@
 emm_census with alias champion, and served by `mlflow models serve` on real raw rows. Runs the tiny census
 project once (the census pipeline, then census_serving), MLflow in the project's own SQLite store."""
 
+import copy
+import importlib.util
 import json
 import math
 import os
@@ -31,7 +33,7 @@ from conftest import PROJECT_ROOT
 from emm.datasets.census_income import read_census_file
 from emm.parameters import ParameterError, validate_parameters
 from emm.pipelines.data_processing.nodes import encode_features, encode_table, fit_encoders, label_column
-from emm.pipelines.serving import nodes as serving_nodes
+from emm.datasets import served_model
 from emm.pipelines.serving.nodes import ServingInputError, predict_probabilities, serving_rows
 from emm.pipelines.serving.registry import CHAMPION, SCORE_TAG, ServingRunError, becomes_champion, mean_validation_auc
 from helpers import tiny_project
@@ -296,23 +298,38 @@ def test_the_served_model_gives_the_pipelines_own_test_predictions(server, test_
 
 
 def test_the_served_model_answers_through_its_inference_form_built_once(served, monkeypatch):
-    _, catalog, _ = served
-    model, schema = catalog.load("census.emm_plus_model"), catalog.load("census.feature_schema")
-    features = catalog.load("census.test").read().head(200)
+    root, catalog, _ = served
+    builds, build = [], served_model.inference_form
+
+    def counted_form(model):
+        builds.append(model)
+        return build(model)
+
+    monkeypatch.setattr(served_model, "inference_form", counted_form)
+    schema, features = catalog.load("census.feature_schema"), catalog.load("census.test").read().head(200)
+    model = catalog.load("census.served_emm_plus")
     eager = predict_probabilities(features, schema, model, use_inference_form=False)
-    builds, build = [], serving_nodes.inference_form
-
-    def counted_form(fused_model):
-        builds.append(fused_model)
-        return build(fused_model)
-
-    monkeypatch.setattr(serving_nodes, "_FORMS", serving_nodes.weakref.WeakKeyDictionary())
-    monkeypatch.setattr(serving_nodes, "inference_form", counted_form)
-    through_form = [predict_probabilities(features, schema, model) for _ in range(2)]
-    assert builds == [model]  # the first request builds it, the second reuses it
+    through_form = [predict_probabilities(features, schema, copy.deepcopy(model)) for _ in range(2)]
+    assert builds == [model.model]  # the first request builds it; a request's deep copy is the model itself
     for answer in through_form:
         pd.testing.assert_frame_equal(answer, eager, check_exact=False, rtol=0, atol=1e-5)
         assert (answer - eager).abs().to_numpy().max() > 0  # answered by the form, not by the eager model
+    # The logged pyfunc model: kedro-mlflow deep-copies its catalog every request, the model is shared
+    builds.clear()
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    example = pd.read_parquet(root / "data" / "05_model_input" / "census" / "serving_input_example.parquet")
+    answers = [pyfunc.predict(example) for _ in range(3)]
+    assert len(builds) == 1
+    for answer in answers:
+        pd.testing.assert_frame_equal(answer, answers[0])
+
+
+def test_serving_speed_times_the_registered_models_requests(served):
+    spec = importlib.util.spec_from_file_location("serving_speed", PROJECT_ROOT / "scripts" / "serving_speed.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    latency_ms, rows_per_second = script.serving_speed(f"models:/{MODEL}@{CHAMPION}", calls=3, rows=50)
+    assert 0 < latency_ms < 60_000 and rows_per_second > 0
 
 
 def test_bad_requests_get_a_400_naming_the_column_and_the_server_keeps_serving(server, test_rows):

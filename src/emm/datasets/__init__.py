@@ -5,6 +5,7 @@ from emm.datasets.aliexpress import AliExpressDataset
 from emm.datasets.atomic import CSVDataset, JSONDataset, MatplotlibDataset, ParquetDataset, TextDataset
 from emm.datasets.census_income import CensusIncomeRawDataset
 from emm.datasets.parquet_table import ParquetTableDataset
+from emm.datasets.served_model import ServedModelDataset
 from emm.datasets.torch_model import TorchModelDataset
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "MatplotlibDataset",
     "ParquetDataset",
     "ParquetTableDataset",
+    "ServedModelDataset",
     "TextDataset",
     "TorchModelDataset",
 ]

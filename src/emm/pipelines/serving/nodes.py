@@ -9,16 +9,13 @@ number, giving a NaN probability.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from torch import nn
 
-from emm.models.emm import EMM
-from emm.models.inference import inference_form
+from emm.datasets.served_model import ServedModel
 from emm.models.tabular import TabularData
 from emm.models.training import predict
 from emm.pipelines.data_processing.nodes import feature_columns
@@ -65,7 +62,7 @@ def serving_input_example(raw_test: pd.DataFrame, encoders: dict, rows: int) -> 
 
 
 def describe_served_model(
-    fused_model: nn.Module, training_report: dict, feature_schema: dict, encoders: dict, fused_model_name: str
+    fused_model: ServedModel, training_report: dict, feature_schema: dict, encoders: dict, fused_model_name: str
 ) -> dict:
     """What the registry needs to know about the served model: its name, tasks and validation AUC per task
     (that of the weights kept, from its training report). Refuses a model whose tasks are not the data's."""
@@ -84,27 +81,15 @@ def describe_served_model(
     }
 
 
-# The inference form of each served model, built on its first request and kept while the model lives: the
-# served pipeline gets the same model object on every request (kedro-mlflow's "assign" copy mode) and
-# never trains it, so one build (a tenth of a second on Census) serves every request.
-_FORMS: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
-
-
-def _answering_model(fused_model: nn.Module, use_inference_form: bool) -> nn.Module:
-    if not use_inference_form or not isinstance(fused_model, EMM):
-        return fused_model
-    if fused_model not in _FORMS:
-        _FORMS[fused_model] = inference_form(fused_model)
-    return _FORMS[fused_model]
-
-
 def predict_probabilities(
-    features: pd.DataFrame, feature_schema: dict, fused_model: nn.Module, use_inference_form: bool = True
+    features: pd.DataFrame, feature_schema: dict, served_model: ServedModel | nn.Module, use_inference_form: bool = True
 ) -> pd.DataFrame:
     """One probability column per task, named by the task, one row per input row. With
     ``use_inference_form`` (``serving.inference_form``) a fused EMM answers through its inference form
     (emm.models.inference: the same logits within 1e-5, several times the rows/s and a fraction of the
-    single-row latency); otherwise the eager model answers."""
+    single-row latency); otherwise the eager model answers. A model logged before the served model was
+    shared passes the module itself, which answers eagerly, as it did then."""
+    answering = served_model.answering(use_inference_form) if isinstance(served_model, ServedModel) else served_model
     data = TabularData.from_frame(features, feature_schema, with_labels=False)
-    probabilities = predict(_answering_model(fused_model, use_inference_form), data)
-    return pd.DataFrame(probabilities.astype(np.float64), columns=list(fused_model.tasks))
+    probabilities = predict(answering, data)
+    return pd.DataFrame(probabilities.astype(np.float64), columns=list(served_model.tasks))

@@ -49,7 +49,7 @@ def create_pipeline(
             ),
             node(
                 bind(describe_served_model, fused_model_name=fused_model),
-                [f"{fused_model}_model", f"{fused_model}_training", "feature_schema", "encoders"],
+                [f"served_{fused_model}", f"{fused_model}_training", "feature_schema", "encoders"],
                 MODEL_CARD,
                 name=MODEL_CARD_NODE,
             ),
@@ -61,7 +61,7 @@ def create_pipeline(
             node(encode_features, ["checked_serving_input", "encoders"], "serving_features", name="encode_features"),
             node(
                 bind(predict_probabilities, use_inference_form=inference_form),
-                ["serving_features", "feature_schema", f"{fused_model}_model"],
+                ["serving_features", "feature_schema", f"served_{fused_model}"],
                 "serving_probabilities",
                 name="predict_probabilities",
             ),
