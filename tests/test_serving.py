@@ -221,7 +221,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(served, registrations):
-    """`mlflow models serve` of emm_census@champion on 127.0.0.1, killed (with its workers) at the end."""
+    """`mlflow models serve` of emm_census@champion on 127.0.0.1, as docs/serving.md starts it (its logging
+    config included), killed (with its workers) at the end."""
     root, _, _ = served
     port = free_port()
     venv_bin = os.path.dirname(sys.executable)
@@ -229,6 +230,7 @@ def server(served, registrations):
         **os.environ,
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn, started by mlflow
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "KEDRO_LOGGING_CONFIG": "conf/serving_logging.yml",
     }
     command = [os.path.join(venv_bin, "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@{CHAMPION}"]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
@@ -330,6 +332,15 @@ def test_serving_speed_times_the_registered_models_requests(served):
     spec.loader.exec_module(script)
     latency_ms, rows_per_second = script.serving_speed(f"models:/{MODEL}@{CHAMPION}", calls=3, rows=50)
     assert 0 < latency_ms < 60_000 and rows_per_second > 0
+
+
+def test_the_server_logs_no_line_per_request_with_the_serving_logging_config(server, served, test_rows):
+    root, _, _ = served
+    rows, _ = test_rows
+    for _ in range(2):
+        assert post(server, rows.head(1))[0] == 200
+    log = (root / "serve.log").read_text()
+    assert "census.served_emm_plus" not in log and "predict_probabilities" not in log  # kedro's INFO lines
 
 
 def test_bad_requests_get_a_400_naming_the_column_and_the_server_keeps_serving(server, test_rows):
