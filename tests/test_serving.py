@@ -311,6 +311,8 @@ def test_the_served_model_answers_through_its_inference_form_built_once(served, 
     schema, features = catalog.load("census.feature_schema"), catalog.load("census.test").read().head(200)
     model = catalog.load("census.served_emm_plus")
     eager = predict_probabilities(features, schema, model, use_inference_form=False)
+    # A model logged before the model was shared hands the node the module itself: it answers eagerly
+    pd.testing.assert_frame_equal(predict_probabilities(features, schema, model.model), eager)
     through_form = [predict_probabilities(features, schema, copy.deepcopy(model)) for _ in range(2)]
     assert builds == [model.model]  # the first request builds it; a request's deep copy is the model itself
     for answer in through_form:
