@@ -19,9 +19,6 @@ import time
 import mlflow
 import pandas as pd
 
-os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-
-
 def serving_speed(model_uri: str, calls: int, rows: int) -> tuple[float, float]:
     """(median ms of a one-row request, rows/s of a ``rows``-row request) of the pyfunc model at ``model_uri``."""
     model = mlflow.pyfunc.load_model(model_uri)
@@ -51,6 +48,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--rows", type=int, default=4096)
     arguments = parser.parse_args()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # the project's own store
     separator = "/" if arguments.version.isdigit() else "@"
     uri = f"models:/{arguments.model}{separator}{arguments.version}"
     latency, throughput = serving_speed(uri, arguments.calls, arguments.rows)

@@ -2,8 +2,8 @@
 its inference form.
 
 kedro-mlflow's pyfunc model deep-copies its catalog on every request (``KedroPipelineModel.predict``), and
-the model with it: a tenth of a second a request for Census's EMM+, and a fresh copy would need its
-inference form built again. A :class:`ServedModel` is not copied (``__deepcopy__`` returns it): serving
+the model with it (docs/serving.md times what that cost), and a fresh copy would need its inference form
+built again. A :class:`ServedModel` is not copied (``__deepcopy__`` returns it): serving
 never trains, so every request shares one model and one form.
 """
 
